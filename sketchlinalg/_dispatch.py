@@ -1,0 +1,200 @@
+"""The one place where the core touches a specific array library.
+
+The array API standard has no random number generator, no triangular solve and no
+structured loop, and it cannot say whether an array is being traced by ``jax.jit``.
+This module supplies those pieces. It never imports a framework: when an array of a
+framework reaches it, that framework is already loaded, so its module is taken from
+``sys.modules``. A backend without a native routine gets the array-API-only version
+written in the calling module (see ``_random.PortableSampler`` and the generic branch of
+:func:`solve_triangular`).
+
+Support table (native routine used / generic fallback):
+
+=========================  =======  =====  =====  =====  ==================
+piece                      numpy    torch  jax    cupy   array-api-strict
+=========================  =======  =====  =====  =====  ==================
+random normal / uniform    native   native native native portable (hash)
+triangular solve           generic  native native native generic
+while loop                 python   python lax    python python
+trace detection            no       no     yes    no     no
+=========================  =======  =====  =====  =====  ==================
+
+"generic" solves with ``xp.linalg.solve`` (same O(l^2 n) cost for the sizes we use).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat as _compat
+
+__all__: list[str] = []
+
+Array = Any
+
+
+def _module(name: str) -> Any | None:
+    """Return an already-imported module, or ``None``; never imports."""
+    return sys.modules.get(name)
+
+
+def backend_name(xp: Any) -> str:
+    """Name the backend behind an array namespace (for messages and dispatch)."""
+    if _compat.is_numpy_namespace(xp):
+        return "numpy"
+    if _compat.is_torch_namespace(xp):
+        return "torch"
+    if _compat.is_jax_namespace(xp):
+        return "jax"
+    if _compat.is_cupy_namespace(xp):
+        return "cupy"
+    if _compat.is_array_api_strict_namespace(xp):
+        return "array_api_strict"
+    return getattr(xp, "__name__", "unknown")
+
+
+def is_tracing(*arrays: Any) -> bool:
+    """True when any argument is a JAX tracer (inside ``jit``, ``vmap``, ``grad``...).
+
+    Under tracing, array values are unknown: no ``bool(array)``, no ``float(array)``,
+    no Python branch on data. Callers use the branch-free form of their algorithm then.
+    """
+    jax = _module("jax")
+    if jax is None:
+        return False
+    tracer = jax.core.Tracer
+    return any(isinstance(a, tracer) for a in arrays)
+
+
+def is_jax_key(obj: Any) -> bool:
+    """True for a JAX PRNG key (new-style typed key or legacy uint32[2])."""
+    jax = _module("jax")
+    if jax is None or not _compat.is_jax_array(obj):
+        return False
+    if jax.dtypes.issubdtype(obj.dtype, jax.dtypes.prng_key):
+        return True
+    return bool(obj.dtype == jax.numpy.uint32 and obj.shape == (2,))
+
+
+def solve_triangular(xp: Any, L: Array, B: Array, *, lower: bool) -> Array:
+    """Solve ``L X = B`` for a triangular ``L`` (native where the backend has one)."""
+    name = backend_name(xp)
+    if name == "torch":
+        torch = _module("torch")
+        return torch.linalg.solve_triangular(L, B, upper=not lower)
+    if name == "jax":
+        jsl = importlib.import_module("jax.scipy.linalg")  # jax is loaded: its arrays reached us
+        return jsl.solve_triangular(L, B, lower=lower)
+    if name == "cupy":
+        csl = importlib.import_module("cupyx.scipy.linalg")
+        return csl.solve_triangular(L, B, lower=lower)
+    return xp.linalg.solve(L, B)
+
+
+def cholesky(xp: Any, M: Array) -> Array | None:
+    """Lower Cholesky factor of ``M``, or ``None`` when the factorization fails.
+
+    Eager only: numpy, torch and array-api-strict raise on failure, JAX and CuPy
+    return NaN; both are mapped to ``None``. Under tracing the caller must not use it.
+    """
+    try:
+        L = xp.linalg.cholesky(M)
+    except (ValueError, RuntimeError, ArithmeticError):
+        return None
+    if not bool(xp.all(xp.isfinite(L))):
+        return None
+    return L
+
+
+def while_loop(
+    xp: Any, cond: Callable[[Any], Any], body: Callable[[Any], Any], state: Any
+) -> Any:
+    """``while cond(state): state = body(state)``, traceable under ``jax.jit``.
+
+    JAX gets ``jax.lax.while_loop`` (so the loop compiles once, whatever the count);
+    every other backend runs a Python loop with one host synchronization per test.
+    """
+    if backend_name(xp) == "jax":
+        return _module("jax").lax.while_loop(cond, body, state)
+    while bool(cond(state)):
+        state = body(state)
+    return state
+
+
+# ----------------------------------------------------------------------------------
+# native random number generation
+# ----------------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+
+
+def splitmix64(x: int) -> int:
+    """One step of the SplitMix64 mixer on Python ints (for deriving seeds)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    z = x
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def mix_seed(seed: int, stream: tuple[int, ...]) -> int:
+    """A 63-bit seed derived from a user seed and a stream path."""
+    h = splitmix64(seed & _MASK64)
+    for s in stream:
+        h = splitmix64(h ^ (s & _MASK64))
+    return h >> 1
+
+
+def has_native_random(xp: Any) -> bool:
+    """Whether :func:`native_random` supports this namespace."""
+    return backend_name(xp) in ("numpy", "torch", "jax", "cupy")
+
+
+def native_random(
+    xp: Any,
+    kind: str,
+    shape: tuple[int, ...],
+    *,
+    dtype: Any,
+    device: Any,
+    seed: int | Any,
+    stream: tuple[int, ...],
+) -> Array:
+    """Draw ``kind`` ("normal" or "uniform" on [0, 1)) with the backend's own generator.
+
+    ``seed`` is a Python int, or for JAX a PRNG key (possibly traced). The same
+    ``(seed, stream)`` gives the same array on the same backend.
+    """
+    name = backend_name(xp)
+    if name == "jax":
+        jax = _module("jax")
+        key = seed if is_jax_key(seed) else jax.random.key(mix_seed(int(seed), ()) >> 32)
+        for s in stream:
+            key = jax.random.fold_in(key, s)
+        fn = jax.random.normal if kind == "normal" else jax.random.uniform
+        out = fn(key, shape, dtype=dtype)
+        return out if device is None else jax.device_put(out, device)
+    s64 = mix_seed(int(seed), stream)
+    if name == "numpy":
+        np = _module("numpy")
+        gen = np.random.Generator(np.random.PCG64(s64))
+        if kind == "normal":
+            return xp.asarray(gen.standard_normal(shape, dtype=dtype))
+        return xp.asarray(gen.random(shape, dtype=dtype))
+    if name == "torch":
+        torch = _module("torch")
+        gen = torch.Generator(device=device if device is not None else "cpu")
+        gen.manual_seed(s64)
+        fn = torch.randn if kind == "normal" else torch.rand
+        return fn(shape, generator=gen, dtype=dtype, device=device)
+    if name == "cupy":
+        cp = _module("cupy")
+        gen = cp.random.default_rng(s64)
+        with cp.cuda.Device(device.id if device is not None else None):
+            if kind == "normal":
+                return gen.standard_normal(shape, dtype=dtype)
+            return gen.random(shape, dtype=dtype)
+    raise TypeError(f"no native random generator for the {name!r} namespace")
