@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 __all__ = [
     "Progress",
     "format_float",
+    "load_average",
     "machine_info",
     "markdown_table",
     "median",
@@ -193,11 +194,28 @@ def machine_info(repo_root: Path | None = None) -> dict[str, Any]:
         "versions": versions,
         "blas": _blas_info(),
         "env": {name: os.environ.get(name) for name in _ENV_VARS},
+        "load_average_1_5_15min": load_average(),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if repo_root is not None:
         info["git"] = _git_info(repo_root)
     return info
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (``None`` where unavailable).
+
+    A load above the core count means other processes competed for the CPUs while the
+    benchmark ran, which inflates and scatters the timings.
+
+    Returns
+    -------
+    list of float or None
+    """
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _json_default(obj: Any) -> Any:

@@ -57,6 +57,7 @@ from sketchlinalg import (
 from ._common import (
     Progress,
     format_float,
+    load_average,
     machine_info,
     markdown_table,
     median,
@@ -885,6 +886,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"({mach['cpu_affinity_count']} usable), {mach['platform']}",
         f"- BLAS: {_blas_summary(mach['blas'])}; OPENBLAS_CORETYPE="
         f"{mach['env'].get('OPENBLAS_CORETYPE')}",
+        f"- Load average (1/5/15 min) at start {mach['load_average_1_5_15min']}, at end "
+        f"{result['load_average_at_end']} (above the CPU count: other processes competed "
+        "for the cores and the timings are noisier)",
         f"- Python {mach['python'].split()[0]}, numpy {v['numpy']}, scipy {v['scipy']}, "
         f"scikit-learn {v['scikit-learn']}, jax {v['jax']}, sketchlinalg {v['sketchlinalg']} "
         f"(git {str((mach.get('git') or {}).get('commit'))[:10]}"
@@ -1073,6 +1077,7 @@ def run(config: BenchConfig, *, quick: bool, command: str) -> dict[str, Any]:
         "solves": solves,
         "directions": directions,
         "total_seconds": time.perf_counter() - t0,
+        "load_average_at_end": load_average(),
     }
 
 

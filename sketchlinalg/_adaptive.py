@@ -103,8 +103,8 @@ def adaptive_nystrom(
     """
     A = _as_psd_operator(A, "A", "adaptive_nystrom")
     n = A.shape[0]
-    check_nonnegative(mu, "mu", strict=True, context="adaptive_nystrom")
-    check_nonnegative(tol, "tol", strict=True)
+    mu = check_nonnegative(mu, "mu", strict=True, context="adaptive_nystrom")
+    tol = check_nonnegative(tol, "tol", strict=True)
     max_rank = min(n, 512) if max_rank is None else check_int(max_rank, "max_rank", low=1, high=n)
     rank0 = check_int(rank0, "rank0", low=1)
     rank0 = min(rank0, max_rank)
@@ -134,12 +134,16 @@ def adaptive_nystrom(
         Ys = products[0] if len(products) == 1 else xp.concat(products, axis=1)
         approx = nystrom_from_sketch(xp, Omega, Ys, rank=size)
         err = float(
-            estimate_error(A, approx, power_iters=power_iters, seed=sampler.fold_in(10_000 + round_))
+            estimate_error(
+                A, approx, power_iters=power_iters, seed=sampler.fold_in(10_000 + round_)
+            )
         )
         ranks.append(size)
         errors.append(err)
         if err <= target:
-            msg = f"tolerance met at rank {size}: estimated error {err:.3e} <= tol*mu = {target:.3e}"
+            msg = (
+                f"tolerance met at rank {size}: estimated error {err:.3e} <= tol*mu = {target:.3e}"
+            )
             return AdaptiveNystromResult(approx, size, err, True, tuple(ranks), tuple(errors), msg)
         if size >= max_rank:
             msg = (

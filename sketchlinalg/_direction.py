@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import array_api_compat as _compat
-
 from . import _dispatch
 from ._estimate import estimate_error
 from ._nystrom import nystrom
@@ -15,7 +13,13 @@ from ._preconditioner import nystrom_preconditioner
 from ._random import Sampler, as_sampler
 from ._validation import check_int, check_nonnegative
 
-__all__ = ["METHODS", "DirectionInfo", "choose_method", "natural_gradient_direction", "spring_direction"]
+__all__ = [
+    "METHODS",
+    "DirectionInfo",
+    "choose_method",
+    "natural_gradient_direction",
+    "spring_direction",
+]
 
 Array = Any
 
@@ -99,7 +103,7 @@ def choose_method(
     -------
     (method, reason) : tuple of str
     """
-    N, P, l = n_residuals, n_params, min(rank, n_params)  # noqa: E741
+    N, P, l = n_residuals, n_params, min(rank, n_params)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
     M = 0.0 if materialized else 2.0 * N * P * min(N, P)
     costs = {
@@ -215,18 +219,24 @@ def natural_gradient_direction(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if getattr(r, "ndim", None) != 1 or r.shape[0] != N:
-        raise ValueError(f"r must have shape ({N},) for J of shape {J.shape}, got {tuple(getattr(r, 'shape', ()))}")
+        raise ValueError(
+            f"r must have shape ({N},) for J of shape {J.shape}, "
+            f"got {tuple(getattr(r, 'shape', ()))}"
+        )
     if r.dtype != J.dtype:
         raise TypeError(f"r has dtype {r.dtype}, J has {J.dtype}")
-    check_nonnegative(damping, "damping")
-    mu = damping
+    mu = check_nonnegative(damping, "damping", xp=xp, dtype=J.dtype)
     error_power_iters = check_int(error_power_iters, "error_power_iters", low=0)
     reason = ""
     if method == "auto":
         itemsize = 4 if J.dtype == xp.float32 else 8
         l_auto = min(DEFAULT_RANK if rank is None else rank, P)
         method, reason = choose_method(
-            N, P, rank=l_auto, itemsize=itemsize, memory_budget=memory_budget,
+            N,
+            P,
+            rank=l_auto,
+            itemsize=itemsize,
+            memory_budget=memory_budget,
             materialized=isinstance(J, _MatrixOperator),
         )
 
@@ -242,7 +252,11 @@ def natural_gradient_direction(
 
     sampler = as_sampler(seed)
     space_dim = N if method == "kernel-nystrom" else P
-    rank = min(DEFAULT_RANK, space_dim) if rank is None else check_int(rank, "rank", low=1, high=space_dim)
+    rank = (
+        min(DEFAULT_RANK, space_dim)
+        if rank is None
+        else check_int(rank, "rank", low=1, high=space_dim)
+    )
     A = kernel(J) if method == "kernel-nystrom" else gram(J)
     approx = nystrom(A, rank, oversample=oversample, sketch=sketch, seed=sampler)
     err = None
@@ -259,8 +273,14 @@ def natural_gradient_direction(
         msg = f"kernel-nystrom: rank {rank}, {inverse} inverse, core {approx.core}"
     else:
         check_nonnegative(mu, "damping", strict=True, context='method="nystrom-pcg"')
-        res = pcg(A, J.rmatvec(r), mu=mu, preconditioner=nystrom_preconditioner(approx, mu),
-                  rtol=rtol, maxiter=maxiter)
+        res = pcg(
+            A,
+            J.rmatvec(r),
+            mu=mu,
+            preconditioner=nystrom_preconditioner(approx, mu),
+            rtol=rtol,
+            maxiter=maxiter,
+        )
         d, iterations, converged = res.x, res.iterations, res.converged
         msg = f"nystrom-pcg: rank {rank}; {res.message}"
     if reason:
@@ -311,9 +331,11 @@ def spring_direction(
     if getattr(r, "ndim", None) != 1 or r.shape[0] != N:
         raise ValueError(f"r must have shape ({N},), got {tuple(getattr(r, 'shape', ()))}")
     if getattr(previous, "ndim", None) != 1 or previous.shape[0] != P:
-        raise ValueError(f"previous must have shape ({P},), got {tuple(getattr(previous, 'shape', ()))}")
-    check_nonnegative(damping, "damping")
-    check_nonnegative(momentum, "momentum")
+        raise ValueError(
+            f"previous must have shape ({P},), got {tuple(getattr(previous, 'shape', ()))}"
+        )
+    damping = check_nonnegative(damping, "damping", xp=J.xp, dtype=J.dtype)
+    momentum = check_nonnegative(momentum, "momentum", xp=J.xp, dtype=J.dtype)
     if not _dispatch.is_tracing(momentum) and float(momentum) >= 1:
         raise ValueError(f"momentum must be < 1, got {float(momentum)}")
     Jd = J.to_dense()
@@ -328,7 +350,7 @@ def _psd_solve(xp: Any, M: Array, b: Array, mu: Any) -> tuple[Array, str]:
     is made on whether ``mu`` is a positive Python number.
     """
     n = M.shape[0]
-    eye = xp.eye(n, dtype=M.dtype, device=None if _dispatch.is_tracing(M) else _compat.device(M))
+    eye = xp.eye(n, dtype=M.dtype, device=_dispatch.device_of(M))
     tracing = _dispatch.is_tracing(M, b)
     mu_positive = (not _dispatch.is_tracing(mu)) and float(mu) > 0
     if mu_positive or _dispatch.is_tracing(mu):
@@ -343,8 +365,9 @@ def _psd_solve(xp: Any, M: Array, b: Array, mu: Any) -> tuple[Array, str]:
     keep = (w + mu) > n * float(xp.finfo(M.dtype).eps) * top
     inv = xp.where(keep, 1.0 / xp.where(keep, w + mu, xp.ones_like(w)), xp.zeros_like(w))
     x = V @ (inv * (V.T @ b))
-    label = "pseudo-inverse by eigendecomposition" if not mu_positive else (
-        "eigendecomposition (cholesky failed)"
+    label = (
+        "pseudo-inverse by eigendecomposition"
+        if not mu_positive
+        else ("eigendecomposition (cholesky failed)")
     )
     return x, label
-

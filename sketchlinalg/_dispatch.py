@@ -14,12 +14,14 @@ Support table (native routine used / generic fallback):
 piece                      numpy    torch  jax    cupy   array-api-strict
 =========================  =======  =====  =====  =====  ==================
 random normal / uniform    native   native native native portable (hash)
-triangular solve           generic  native native native generic
+triangular solve           scipy*   native native native generic
 while loop                 python   python lax    python python
 trace detection            no       no     yes    no     no
 =========================  =======  =====  =====  =====  ==================
 
-"generic" solves with ``xp.linalg.solve`` (same O(l^2 n) cost for the sizes we use).
+"generic" solves with ``xp.linalg.solve`` (same O(l^2 n) cost for the Nystrom core, but an
+LU instead of a substitution for the dense n x n solves). *NumPy uses SciPy's
+``solve_triangular`` when SciPy is installed (imported on first use), else the generic one.
 """
 
 from __future__ import annotations
@@ -36,9 +38,19 @@ __all__: list[str] = []
 Array = Any
 
 
-def _module(name: str) -> Any | None:
+def _module(name: str) -> Any:
     """Return an already-imported module, or ``None``; never imports."""
     return sys.modules.get(name)
+
+
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is an array of a namespace that array-api-compat knows."""
+    return bool(_compat.is_array_api_obj(x))
+
+
+def device_of(x: Any) -> Any:
+    """The device of an array, or ``None`` under tracing (where it cannot be asked)."""
+    return None if is_tracing(x) else _compat.device(x)
 
 
 def backend_name(xp: Any) -> str:
@@ -91,6 +103,13 @@ def solve_triangular(xp: Any, L: Array, B: Array, *, lower: bool) -> Array:
     if name == "cupy":
         csl = importlib.import_module("cupyx.scipy.linalg")
         return csl.solve_triangular(L, B, lower=lower)
+    if name == "numpy":
+        try:  # SciPy is NumPy's LAPACK front end; without it, the generic solve below
+            ssl = importlib.import_module("scipy.linalg")
+        except ImportError:
+            ssl = None
+        if ssl is not None:
+            return ssl.solve_triangular(L, B, lower=lower, check_finite=False)
     return xp.linalg.solve(L, B)
 
 
@@ -109,9 +128,7 @@ def cholesky(xp: Any, M: Array) -> Array | None:
     return L
 
 
-def while_loop(
-    xp: Any, cond: Callable[[Any], Any], body: Callable[[Any], Any], state: Any
-) -> Any:
+def while_loop(xp: Any, cond: Callable[[Any], Any], body: Callable[[Any], Any], state: Any) -> Any:
     """``while cond(state): state = body(state)``, traceable under ``jax.jit``.
 
     JAX gets ``jax.lax.while_loop`` (so the loop compiles once, whatever the count);

@@ -75,7 +75,10 @@ class LowRankPSD:
         return self.eigenvectors.dtype
 
     def __repr__(self) -> str:
-        return f"LowRankPSD(n={self.shape[0]}, rank={self.rank}, dtype={self.dtype}, core={self.core!r})"
+        return (
+            f"LowRankPSD(n={self.shape[0]}, rank={self.rank}, dtype={self.dtype}, "
+            f"core={self.core!r})"
+        )
 
     # -- products --------------------------------------------------------------------
     def matmat(self, X: Array) -> Array:
@@ -98,7 +101,7 @@ class LowRankPSD:
             shape=self.shape,
             dtype=self.dtype,
             xp=self.xp,
-            device=None if _dispatch.is_tracing(U) else _compat.device(U),
+            device=_dispatch.device_of(U),
             psd=True,
         )
 
@@ -115,7 +118,7 @@ class LowRankPSD:
         of sketch size about ``2 d_eff(mu)`` makes CG converge in a handful of iterations
         (Frangella, Tropp & Udell 2023). ``mu = 0`` gives the number of non-zero eigenvalues.
         """
-        check_nonnegative(mu, "mu")
+        mu = check_nonnegative(mu, "mu", xp=self.xp, dtype=self.dtype)
         xp = self.xp
         lam = self.eigenvalues
         denom = lam + mu
@@ -163,7 +166,14 @@ class LowRankPSD:
         """
         if mode not in SOLVE_MODES:
             raise ValueError(f"mode must be one of {SOLVE_MODES}, got {mode!r}")
-        check_nonnegative(mu, "mu", strict=(mode == "woodbury"), context=f'mode="{mode}"')
+        mu = check_nonnegative(
+            mu,
+            "mu",
+            strict=(mode == "woodbury"),
+            context=f'mode="{mode}"',
+            xp=self.xp,
+            dtype=self.dtype,
+        )
         B2, vec = check_rhs(B, self.shape[0], self.dtype, "B", "LowRankPSD.solve")
         xp = self.xp
         U, lam = self.eigenvectors, self.eigenvalues
@@ -176,6 +186,8 @@ class LowRankPSD:
             denom = lam + mu
             top = xp.max(denom) if self.rank > 0 else xp.asarray(0.0, dtype=self.dtype)
             keep = denom > rcond * top
-            inv = xp.where(keep, 1.0 / xp.where(keep, denom, xp.ones_like(denom)), xp.zeros_like(denom))
+            inv = xp.where(
+                keep, 1.0 / xp.where(keep, denom, xp.ones_like(denom)), xp.zeros_like(denom)
+            )
             X = U @ (inv[:, None] * UtB)
         return X[:, 0] if vec else X

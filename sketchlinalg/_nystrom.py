@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import array_api_compat as _compat
-
 from . import _dispatch
 from ._lowrank import LowRankPSD
 from ._operator import LinearOperator, aslinearoperator
@@ -96,15 +94,15 @@ def nystrom(
     oversample = check_int(oversample, "oversample", low=0)
     if core not in CORES:
         raise ValueError(f"core must be one of {CORES}, got {core!r}")
-    if _compat.is_array_api_obj(sketch):
-        Omega = sketch
+    if _dispatch.is_array(sketch):
+        Omega: Any = sketch
         if Omega.ndim != 2 or Omega.shape[0] != n or not rank <= Omega.shape[1] <= n:
             raise ValueError(
                 f"nystrom: a sketch array must have shape ({n}, l) with {rank} <= l <= {n} "
                 f"(rank={rank}), got {tuple(Omega.shape)}"
             )
     else:
-        l = min(rank + oversample, n)  # noqa: E741
+        l = min(rank + oversample, n)
         Omega = sketch_matrix(
             n, l, xp=A.xp, dtype=A.dtype, device=A.device, kind=sketch, seed=as_sampler(seed)
         )
@@ -125,7 +123,9 @@ def check_finite_product(xp: Any, Y: Array) -> None:
     )
 
 
-def nystrom_from_sketch(xp: Any, Omega: Array, Y: Array, *, rank: int, core: str = "auto") -> LowRankPSD:
+def nystrom_from_sketch(
+    xp: Any, Omega: Array, Y: Array, *, rank: int, core: str = "auto"
+) -> LowRankPSD:
     """The Nystrom approximation from a test matrix and its product ``Y = A Omega``.
 
     Shared by :func:`nystrom` and :func:`adaptive_nystrom` (which grows ``Omega``).
@@ -133,7 +133,7 @@ def nystrom_from_sketch(xp: Any, Omega: Array, Y: Array, *, rank: int, core: str
     dtype = Y.dtype
     finfo = xp.finfo(dtype)
     eps = float(finfo.eps)
-    l = Omega.shape[1]  # noqa: E741
+    l = Omega.shape[1]
     tracing = _dispatch.is_tracing(Omega, Y)
     # Shift: nu = eps ||Y||_F, floored so that an all-zero product still factorizes.
     floor = math.sqrt(float(finfo.smallest_normal))
@@ -145,10 +145,7 @@ def nystrom_from_sketch(xp: Any, Omega: Array, Y: Array, *, rank: int, core: str
     used = "eigh" if (core == "eigh" or (core == "auto" and tracing)) else "cholesky"
     B = None
     if used == "cholesky":
-        if tracing:
-            L = xp.linalg.cholesky(M)
-        else:
-            L = _dispatch.cholesky(xp, M)
+        L = xp.linalg.cholesky(M) if tracing else _dispatch.cholesky(xp, M)
         if L is None:
             used = "eigh (cholesky failed)"
         else:
@@ -159,7 +156,9 @@ def nystrom_from_sketch(xp: Any, Omega: Array, Y: Array, *, rank: int, core: str
         w, V = xp.linalg.eigh(M)
         tol = l * eps * xp.max(xp.abs(w))
         good = w > tol
-        inv_sqrt = xp.where(good, 1.0 / xp.sqrt(xp.where(good, w, xp.ones_like(w))), xp.zeros_like(w))
+        inv_sqrt = xp.where(
+            good, 1.0 / xp.sqrt(xp.where(good, w, xp.ones_like(w))), xp.zeros_like(w)
+        )
         B = (Y_nu @ V) * inv_sqrt[None, :]
     U, S, _ = xp.linalg.svd(B, full_matrices=False)
     lam = xp.maximum(S * S - nu, xp.zeros_like(S))
@@ -174,8 +173,12 @@ def _as_psd_operator(A: Any, name: str, where: str) -> LinearOperator:
                 f"aslinearoperator(A, psd=True), got {A!r}"
             )
         return A
-    if _compat.is_array_api_obj(A):
+    if _dispatch.is_array(A):
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
-            raise ValueError(f"{where}: {name} must be a square 2-D array, got shape {tuple(A.shape)}")
+            raise ValueError(
+                f"{where}: {name} must be a square 2-D array, got shape {tuple(A.shape)}"
+            )
         return aslinearoperator(A, psd=True)
-    raise TypeError(f"{where}: {name} must be a LinearOperator or a 2-D array, got {type(A).__name__}")
+    raise TypeError(
+        f"{where}: {name} must be a LinearOperator or a 2-D array, got {type(A).__name__}"
+    )

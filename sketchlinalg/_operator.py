@@ -132,7 +132,7 @@ class LinearOperator:
 
     # -- checks ------------------------------------------------------------------
     def _check_block(self, X: Array, rows: int, name: str, method: str) -> None:
-        if not _compat.is_array_api_obj(X):
+        if not _dispatch.is_array(X):
             raise TypeError(f"{method}: {name} must be an array, got {type(X).__name__}")
         if X.ndim != 2:
             raise ValueError(
@@ -172,10 +172,10 @@ class _MatrixOperator(LinearOperator):
     def __init__(self, A: Array, *, symmetric: bool, psd: bool) -> None:
         xp = _compat.array_namespace(A)
         super().__init__(
-            tuple(A.shape),  # type: ignore[arg-type]
+            tuple(A.shape),
             A.dtype,
             xp=xp,
-            device=None if _dispatch.is_tracing(A) else _compat.device(A),
+            device=_dispatch.device_of(A),
             symmetric=symmetric,
             psd=psd,
         )
@@ -310,7 +310,9 @@ class _KernelOperator(LinearOperator):
         return JW @ J.T
 
 
-def aslinearoperator(A: Array | LinearOperator, *, symmetric: bool = False, psd: bool = False) -> LinearOperator:
+def aslinearoperator(
+    A: Array | LinearOperator, *, symmetric: bool = False, psd: bool = False
+) -> LinearOperator:
     """View a 2-D array of any array-API backend (or an operator) as a :class:`LinearOperator`.
 
     Parameters
@@ -336,14 +338,18 @@ def aslinearoperator(A: Array | LinearOperator, *, symmetric: bool = False, psd:
     if isinstance(A, LinearOperator):
         if (psd and not A.is_psd) or (symmetric and not A.is_symmetric):
             return FunctionOperator(
-                A._matmat, A._rmatmat, shape=A.shape, dtype=A.dtype, xp=A.xp, device=A.device,
-                symmetric=symmetric or A.is_symmetric, psd=psd or A.is_psd,
+                A._matmat,
+                A._rmatmat,
+                shape=A.shape,
+                dtype=A.dtype,
+                xp=A.xp,
+                device=A.device,
+                symmetric=symmetric or A.is_symmetric,
+                psd=psd or A.is_psd,
             )
         return A
-    if not _compat.is_array_api_obj(A):
-        raise TypeError(
-            f"A must be a 2-D array or a LinearOperator, got {type(A).__name__}"
-        )
+    if not _dispatch.is_array(A):
+        raise TypeError(f"A must be a 2-D array or a LinearOperator, got {type(A).__name__}")
     if A.ndim != 2:
         raise ValueError(f"A must be 2-D, got an array of shape {tuple(A.shape)}")
     return _MatrixOperator(A, symmetric=symmetric, psd=psd)
@@ -406,10 +412,12 @@ def _check_vector(x: Array, name: str, method: str) -> None:
         )
 
 
-def _check_weights(weights: Array | None, J: LinearOperator, length: int, where: str) -> Array | None:
+def _check_weights(
+    weights: Array | None, J: LinearOperator, length: int, where: str
+) -> Array | None:
     if weights is None:
         return None
-    if not _compat.is_array_api_obj(weights) or weights.ndim != 1 or weights.shape[0] != length:
+    if not _dispatch.is_array(weights) or weights.ndim != 1 or weights.shape[0] != length:
         raise ValueError(
             f"{where}: weights must be a 1-D array of length {length} for an operator of shape "
             f"{J.shape}, got {tuple(getattr(weights, 'shape', ()))}"

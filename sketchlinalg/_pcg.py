@@ -6,8 +6,6 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import array_api_compat as _compat
-
 from . import _dispatch
 from ._operator import LinearOperator, aslinearoperator
 from ._validation import check_int, check_nonnegative, check_rhs
@@ -130,12 +128,12 @@ def pcg(
         raise ValueError(f"pcg: A must be square, got shape {A.shape}")
     n = A.shape[0]
     xp = A.xp
-    check_nonnegative(mu, "mu")
+    mu = check_nonnegative(mu, "mu", xp=xp, dtype=A.dtype)
     B, vec = check_rhs(b, n, A.dtype, "b", "pcg")
     eps = float(xp.finfo(A.dtype).eps)
     rtol = math.sqrt(eps) if rtol is None else rtol
-    check_nonnegative(rtol, "rtol")
-    check_nonnegative(atol, "atol")
+    rtol = check_nonnegative(rtol, "rtol")
+    atol = check_nonnegative(atol, "atol")
     maxiter = n if maxiter is None else check_int(maxiter, "maxiter", low=0)
     if x0 is None:
         X = xp.zeros_like(B)
@@ -147,7 +145,9 @@ def pcg(
     def apply_A(V: Array) -> Array:
         return A.matmat(V) + mu * V
 
+    apply_P: Callable[[Array], Array]
     if preconditioner is None:
+
         def apply_P(V: Array) -> Array:
             return V
     elif isinstance(preconditioner, LinearOperator):
@@ -171,7 +171,7 @@ def pcg(
     rz = xp.sum(R * Z, axis=0)
     rnorm = xp.linalg.vector_norm(R, axis=0)
     k = B.shape[1]
-    zeros_i = xp.zeros((k,), dtype=xp.int32, device=_device_of(B))
+    zeros_i = xp.zeros((k,), dtype=xp.int32, device=_dispatch.device_of(B))
     done0 = rnorm <= thresh
     status0 = xp.where(done0, zeros_i, zeros_i + MAXITER)
     state = (xp.asarray(0), X, R, Z, Z, rz, rnorm, ~done0, status0, zeros_i)
@@ -209,8 +209,12 @@ def pcg(
     _, X, _, _, _, _, rnorm, _, status, iters = final
     converged = status == CONVERGED
     tracing = _dispatch.is_tracing(X, rnorm)
-    message = "pcg ran under tracing: inspect status" if tracing else _message(
-        xp, status, iters, rnorm, bnorm, rtol, maxiter, preconditioner is not None, mu
+    message = (
+        "pcg ran under tracing: inspect status"
+        if tracing
+        else _message(
+            xp, status, iters, rnorm, bnorm, rtol, maxiter, preconditioner is not None, mu
+        )
     )
     if vec:
         X, converged, iters, rnorm, status = X[:, 0], converged[0], iters[0], rnorm[0], status[0]
@@ -219,13 +223,16 @@ def pcg(
     return PCGResult(X, converged, iters, rnorm, status, message)
 
 
-def _device_of(x: Array) -> Any:
-    return None if _dispatch.is_tracing(x) else _compat.device(x)
-
-
 def _message(
-    xp: Any, status: Array, iters: Array, rnorm: Array, bnorm: Array,
-    rtol: float, maxiter: int, preconditioned: bool, mu: Any,
+    xp: Any,
+    status: Array,
+    iters: Array,
+    rnorm: Array,
+    bnorm: Array,
+    rtol: float,
+    maxiter: int,
+    preconditioned: bool,
+    mu: Any,
 ) -> str:
     codes = [int(c) for c in status]
     its = [int(i) for i in iters]
@@ -237,7 +244,11 @@ def _message(
     counts = {name: sum(1 for c in codes if c == code) for code, name in STATUS_NAMES.items()}
     if counts["maxiter"]:
         hint = "raise maxiter, raise mu"
-        hint += ", or a larger preconditioner rank" if preconditioned else ", or use a preconditioner (nystrom_preconditioner)"
+        hint += (
+            ", or a larger preconditioner rank"
+            if preconditioned
+            else ", or use a preconditioner (nystrom_preconditioner)"
+        )
         parts.append(
             f"{counts['maxiter']} column(s) did not converge in maxiter={maxiter} iterations "
             f"(worst relative residual {worst:.2e} > rtol={rtol:.1e}); try: {hint}"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import array_api_compat as _compat
-
 from . import _dispatch
 from ._lowrank import LowRankPSD
 from ._operator import FunctionOperator, LinearOperator
@@ -48,7 +46,9 @@ def nystrom_preconditioner(approx: LowRankPSD, mu: float | Array) -> LinearOpera
     """
     if not isinstance(approx, LowRankPSD):
         raise TypeError(f"approx must be a LowRankPSD (from nystrom), got {type(approx).__name__}")
-    check_nonnegative(mu, "mu", strict=True, context="nystrom_preconditioner")
+    mu = check_nonnegative(
+        mu, "mu", strict=True, context="nystrom_preconditioner", xp=approx.xp, dtype=approx.dtype
+    )
     U, lam = approx.eigenvectors, approx.eigenvalues
     scale = (lam[-1] + mu) / (lam + mu)
 
@@ -61,6 +61,6 @@ def nystrom_preconditioner(approx: LowRankPSD, mu: float | Array) -> LinearOpera
         shape=approx.shape,
         dtype=approx.dtype,
         xp=approx.xp,
-        device=None if _dispatch.is_tracing(U) else _compat.device(U),
+        device=_dispatch.device_of(U),
         psd=True,
     )

@@ -24,7 +24,7 @@ SKETCH_KINDS = ("gaussian", "rademacher", "sparse_sign")
 
 def sketch_matrix(
     n: int,
-    l: int,  # noqa: E741  (the literature's name for the sketch size)
+    l: int,
     *,
     xp: Any,
     dtype: Any,
@@ -70,7 +70,11 @@ def sketch_matrix(
         return sampler.normal((n, l), xp=xp, dtype=dtype, device=device)
     if kind == "rademacher":
         u = sampler.uniform((n, l), xp=xp, dtype=dtype, device=device)
-        return xp.where(u < 0.5, xp.asarray(-1.0, dtype=dtype, device=device), xp.asarray(1.0, dtype=dtype, device=device))
+        return xp.where(
+            u < 0.5,
+            xp.asarray(-1.0, dtype=dtype, device=device),
+            xp.asarray(1.0, dtype=dtype, device=device),
+        )
     zeta = min(l, 8) if nnz_per_row is None else nnz_per_row
     if isinstance(zeta, bool) or not isinstance(zeta, int) or not 1 <= zeta <= l:
         raise ValueError(f"nnz_per_row must be an int in [1, l={l}], got {nnz_per_row!r}")
@@ -80,7 +84,9 @@ def sketch_matrix(
     kth = xp.sort(u, axis=1)[:, zeta - 1 : zeta]
     signs = sampler.fold_in(1).uniform((n, l), xp=xp, dtype=dtype, device=device)
     scale = 1.0 / math.sqrt(zeta)
-    value = xp.where(signs < 0.5, xp.asarray(-scale, dtype=dtype, device=device),
+    value = xp.where(
+        signs < 0.5,
+        xp.asarray(-scale, dtype=dtype, device=device),
         xp.asarray(scale, dtype=dtype, device=device),
     )
     return xp.where(u <= kth, value, xp.zeros_like(u))

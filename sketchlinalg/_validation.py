@@ -5,8 +5,6 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import array_api_compat as _compat
-
 from . import _dispatch
 
 __all__: list[str] = []
@@ -25,16 +23,27 @@ def check_int(value: Any, name: str, *, low: int, high: int | None = None) -> in
     return value
 
 
-def check_nonnegative(value: Any, name: str, *, strict: bool = False, context: str = "") -> None:
-    """``value >= 0`` (``> 0`` if ``strict``) for a Python number or a concrete 0-d array.
+def check_nonnegative(
+    value: Any,
+    name: str,
+    *,
+    strict: bool = False,
+    context: str = "",
+    xp: Any = None,
+    dtype: Any = None,
+) -> Any:
+    """Check ``value >= 0`` (``> 0`` if ``strict``) and return it as a Python float.
 
-    A traced value cannot be inspected and is accepted as is.
+    A concrete 0-d array or NumPy scalar becomes a Python float, so that it cannot promote
+    the dtype of the arrays it multiplies (a ``numpy.float64`` times a float32 array is
+    float64 under NEP 50). A traced value cannot be inspected: it is returned as is, cast
+    to ``dtype`` when ``xp`` and ``dtype`` are given.
     """
-    if _compat.is_array_api_obj(value):
+    if _dispatch.is_array(value):
         if getattr(value, "ndim", 0) != 0:
             raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
         if _dispatch.is_tracing(value):
-            return
+            return value if xp is None else xp.astype(value, dtype)
         number = float(value)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         number = float(value)
@@ -47,11 +56,12 @@ def check_nonnegative(value: Any, name: str, *, strict: bool = False, context: s
         raise ValueError(f"{name} must be > 0{where}, got {number}")
     if number < 0:
         raise ValueError(f"{name} must be >= 0, got {number}")
+    return number
 
 
 def check_rhs(B: Any, n: int, dtype: Any, name: str, where: str) -> tuple[Array, bool]:
     """A vector ``(n,)`` or block ``(n, m)`` of ``dtype``; returns the block and a vector flag."""
-    if not _compat.is_array_api_obj(B):
+    if not _dispatch.is_array(B):
         raise TypeError(f"{where}: {name} must be an array, got {type(B).__name__}")
     if B.ndim not in (1, 2) or B.shape[0] != n:
         raise ValueError(

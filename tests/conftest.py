@@ -102,7 +102,9 @@ def backend_name(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(params=[(b, d) for b in BACKEND_NAMES for d in DTYPE_NAMES], ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    params=[(b, d) for b in BACKEND_NAMES for d in DTYPE_NAMES], ids=lambda p: f"{p[0]}-{p[1]}"
+)
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Every backend x dtype."""
     name, dtype = request.param

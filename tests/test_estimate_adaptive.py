@@ -20,9 +20,12 @@ def test_error_estimate_within_factor_two(backend64, decay):
     Ab = backend64.asarray(A)
     approx = sl.nystrom(Ab, 15, seed=3)
     true = np.linalg.norm(A - backend64.to_numpy(approx.to_dense()), 2)
-    ests = np.array([
-        float(backend64.to_numpy(sl.estimate_error(Ab, approx, power_iters=20, seed=s))) for s in range(40)
-    ])
+    ests = np.array(
+        [
+            float(backend64.to_numpy(sl.estimate_error(Ab, approx, power_iters=20, seed=s)))
+            for s in range(40)
+        ]
+    )
     assert np.all(ests <= true * (1 + 1e-8))
     assert np.sum(ests >= true / 2) >= 38, (ests.min(), true)
 

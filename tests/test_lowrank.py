@@ -58,12 +58,16 @@ def test_effective_dimension(backend):
     approx = sl.LowRankPSD(backend.asarray(U), backend.asarray(lam))
     mu = 1.0
     np.testing.assert_allclose(
-        backend.to_numpy(approx.effective_dimension(mu)), np.sum(lam / (lam + mu)), rtol=10 * backend.eps
+        backend.to_numpy(approx.effective_dimension(mu)),
+        np.sum(lam / (lam + mu)),
+        rtol=10 * backend.eps,
     )
     assert float(backend.to_numpy(approx.effective_dimension(0.0))) == 3.0
     assert approx.rank == 4 and approx.shape == (6, 6)
     np.testing.assert_allclose(
-        backend.to_numpy(approx.as_operator().to_dense()), backend.to_numpy(approx.to_dense()), atol=10 * backend.eps
+        backend.to_numpy(approx.as_operator().to_dense()),
+        backend.to_numpy(approx.to_dense()),
+        atol=10 * backend.eps,
     )
     t = approx.truncate(2)
     assert t.rank == 2

@@ -1,4 +1,5 @@
-"""Randomized Nystrom: exact invariants (hypothesis), prescribed-spectrum bounds, fallbacks, misuse."""
+"""Randomized Nystrom: exact invariants (hypothesis), prescribed-spectrum bounds, fallbacks,
+misuse."""
 
 from __future__ import annotations
 
@@ -82,7 +83,9 @@ def test_exact_recovery_when_rank_fits(backend, n, r, extra, scale, seed):
     A, Q = psd_with_spectrum(lam, seed)
     l = min(n, r + extra)
     approx = sl.nystrom(backend.asarray(A), l, seed=seed + 1)
-    Omega = backend.to_numpy(sl.sketch_matrix(n, l, xp=backend.xp, dtype=backend.dtype, seed=seed + 1))
+    Omega = backend.to_numpy(
+        sl.sketch_matrix(n, l, xp=backend.xp, dtype=backend.dtype, seed=seed + 1)
+    )
     # Exact in exact arithmetic; numerically the error grows with the conditioning of the
     # sketch restricted to range(A) (and with lam_max / lam_min on it).
     kappa = np.linalg.cond(Q[:, :r].T @ Omega) ** 2 * lam[:r].max() / lam[:r].min()
@@ -97,7 +100,12 @@ def test_exact_recovery_when_rank_fits(backend, n, r, extra, scale, seed):
 
 @pytest.mark.parametrize(
     ("spectrum", "k", "p"),
-    [("exponential", 10, 5), ("exponential", 10, 10), ("polynomial", 10, 5), ("polynomial", 20, 10)],
+    [
+        ("exponential", 10, 5),
+        ("exponential", 10, 10),
+        ("polynomial", 10, 5),
+        ("polynomial", 20, 10),
+    ],
 )
 def test_error_within_tropp_bound_on_prescribed_spectra(backend64, spectrum, k, p):
     """E ||A - A_hat||_* <= (1 + k/(p-1)) sum_{i>k} lam_i  (Tropp et al. 2017, Thm 4.1).
@@ -118,7 +126,7 @@ def test_error_within_tropp_bound_on_prescribed_spectra(backend64, spectrum, k, 
     assert errors.mean() <= bound, (errors.mean(), bound)
     assert errors.max() <= 2 * bound, (errors.max(), bound)
     # and never better than optimal: ||A - A_hat||_* >= sum_{i > k+p} lam_i
-    assert errors.min() >= lam[k + p:].sum() * (1 - 1e-6)
+    assert errors.min() >= lam[k + p :].sum() * (1 - 1e-6)
 
 
 def test_oversampling_truncates_to_rank(backend64):
@@ -152,7 +160,9 @@ def test_cores_agree(backend64, core):
     a = sl.nystrom(backend64.asarray(A), 8, seed=2, core=core)
     b = sl.nystrom(backend64.asarray(A), 8, seed=2)
     assert a.core == core
-    np.testing.assert_allclose(backend64.to_numpy(a.to_dense()), backend64.to_numpy(b.to_dense()), atol=1e-10)
+    np.testing.assert_allclose(
+        backend64.to_numpy(a.to_dense()), backend64.to_numpy(b.to_dense()), atol=1e-10
+    )
 
 
 def test_forced_cholesky_failure_via_dispatch(monkeypatch):
@@ -187,7 +197,7 @@ def test_nystrom_misuse(backend):
         sl.nystrom(A, 3, sketch=backend.asarray(np.ones((5, 2))))
     bad = np.eye(5)
     bad[1, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN or Inf.*check the operator"):
+    with pytest.raises(ValueError, match=r"NaN or Inf.*check the operator"):
         sl.nystrom(backend.asarray(bad), 2)
 
 
@@ -196,7 +206,8 @@ def test_nystrom_on_gram_of_function_operator(backend64):
     rng = np.random.default_rng(0)
     J = rng.standard_normal((15, 40)) * (0.5 ** np.arange(40))
     Jb = backend64.asarray(J)
-    op = sl.FunctionOperator(lambda X: Jb @ X, lambda Y: Jb.T @ Y, shape=(15, 40),
-                             dtype=backend64.dtype, xp=backend64.xp)
+    op = sl.FunctionOperator(
+        lambda X: Jb @ X, lambda Y: Jb.T @ Y, shape=(15, 40), dtype=backend64.dtype, xp=backend64.xp
+    )
     approx = sl.nystrom(sl.gram(op), 15, seed=1)
     np.testing.assert_allclose(backend64.to_numpy(approx.to_dense()), J.T @ J, atol=1e-9)

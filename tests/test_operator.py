@@ -14,8 +14,12 @@ def _tol(backend):
     return 50 * backend.eps
 
 
-@given(m=st.sampled_from([3, 7, 12]), n=st.sampled_from([2, 5, 9]), k=st.integers(1, 4),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    m=st.sampled_from([3, 7, 12]),
+    n=st.sampled_from([2, 5, 9]),
+    k=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_array_operator_products_match_dense(backend, m, n, k, seed):
     rng = np.random.default_rng(seed)
     A, X, Y = rng.standard_normal((m, n)), rng.standard_normal((n, k)), rng.standard_normal((m, k))
@@ -24,8 +28,12 @@ def test_array_operator_products_match_dense(backend, m, n, k, seed):
     tol = _tol(backend) * (1 + np.abs(A).sum())
     np.testing.assert_allclose(backend.to_numpy(op.matmat(backend.asarray(X))), A @ X, atol=tol)
     np.testing.assert_allclose(backend.to_numpy(op.rmatmat(backend.asarray(Y))), A.T @ Y, atol=tol)
-    np.testing.assert_allclose(backend.to_numpy(op.matvec(backend.asarray(X[:, 0]))), A @ X[:, 0], atol=tol)
-    np.testing.assert_allclose(backend.to_numpy(op.rmatvec(backend.asarray(Y[:, 0]))), A.T @ Y[:, 0], atol=tol)
+    np.testing.assert_allclose(
+        backend.to_numpy(op.matvec(backend.asarray(X[:, 0]))), A @ X[:, 0], atol=tol
+    )
+    np.testing.assert_allclose(
+        backend.to_numpy(op.rmatvec(backend.asarray(Y[:, 0]))), A.T @ Y[:, 0], atol=tol
+    )
     np.testing.assert_allclose(backend.to_numpy(op.T.matmat(backend.asarray(Y))), A.T @ Y, atol=tol)
     assert op.T.T is op
     np.testing.assert_allclose(backend.to_numpy(op @ backend.asarray(X)), A @ X, atol=tol)
@@ -47,22 +55,32 @@ def test_gram_and_kernel_views_match_dense(backend, seed, weighted):
     np.testing.assert_allclose(backend.to_numpy(G.to_dense()), Gref, atol=tol)
     np.testing.assert_allclose(backend.to_numpy(K.to_dense()), Kref, atol=tol)
     X = rng.standard_normal((P, 3))
-    np.testing.assert_allclose(backend.to_numpy(G.matmat(backend.asarray(X))), Gref @ X, atol=tol * 10)
+    np.testing.assert_allclose(
+        backend.to_numpy(G.matmat(backend.asarray(X))), Gref @ X, atol=tol * 10
+    )
     Y = rng.standard_normal((N, 2))
-    np.testing.assert_allclose(backend.to_numpy(K.rmatmat(backend.asarray(Y))), Kref @ Y, atol=tol * 10)
+    np.testing.assert_allclose(
+        backend.to_numpy(K.rmatmat(backend.asarray(Y))), Kref @ Y, atol=tol * 10
+    )
 
 
 def test_function_operator_and_to_dense(backend):
     rng = np.random.default_rng(0)
     A = rng.standard_normal((4, 7))
     Ab = backend.asarray(A)
-    op = sl.FunctionOperator(lambda X: Ab @ X, lambda Y: Ab.T @ Y, shape=(4, 7), dtype=backend.dtype, xp=backend.xp)
+    op = sl.FunctionOperator(
+        lambda X: Ab @ X, lambda Y: Ab.T @ Y, shape=(4, 7), dtype=backend.dtype, xp=backend.xp
+    )
     tol = _tol(backend) * 10
     np.testing.assert_allclose(backend.to_numpy(op.to_dense()), A, atol=tol)
     np.testing.assert_allclose(backend.to_numpy(op.T.to_dense()), A.T, atol=tol)
     # A symmetric operator needs no rmatmat; a general one says it has none.
-    S = sl.FunctionOperator(lambda X: X * 2, shape=(3, 3), dtype=backend.dtype, xp=backend.xp, symmetric=True)
-    np.testing.assert_allclose(backend.to_numpy(S.rmatvec(backend.asarray(np.ones(3)))), 2 * np.ones(3))
+    S = sl.FunctionOperator(
+        lambda X: X * 2, shape=(3, 3), dtype=backend.dtype, xp=backend.xp, symmetric=True
+    )
+    np.testing.assert_allclose(
+        backend.to_numpy(S.rmatvec(backend.asarray(np.ones(3)))), 2 * np.ones(3)
+    )
     F = sl.FunctionOperator(lambda X: Ab @ X, shape=(4, 7), dtype=backend.dtype, xp=backend.xp)
     with pytest.raises(NotImplementedError, match="rmatmat"):
         F.rmatvec(backend.asarray(np.ones(4)))

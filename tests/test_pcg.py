@@ -37,7 +37,9 @@ def test_block_columns_equal_separate_solves(backend64):
     block = sl.pcg(Ab, backend64.asarray(B), rtol=1e-10)
     for j in range(3):
         single = sl.pcg(Ab, backend64.asarray(B[:, j]), rtol=1e-10)
-        np.testing.assert_allclose(backend64.to_numpy(block.x)[:, j], backend64.to_numpy(single.x), atol=1e-12)
+        np.testing.assert_allclose(
+            backend64.to_numpy(block.x)[:, j], backend64.to_numpy(single.x), atol=1e-12
+        )
         assert int(backend64.to_numpy(block.iterations)[j]) == single.iterations
     assert "converged" in block.message
 
@@ -104,8 +106,13 @@ def test_preconditioner_is_spd_and_exact_on_full_rank(backend64):
     assert np.linalg.eigvalsh(Pinv).min() > 0
     # with A_hat = A, P^{-1}(A + mu I) = (lam_min + mu) I: one CG iteration suffices
     np.testing.assert_allclose(Pinv @ (A + mu * np.eye(n)), (0.1 + mu) * np.eye(n), atol=1e-9)
-    res = sl.pcg(backend64.asarray(A), backend64.asarray(np.ones(n)), mu=mu,
-                 preconditioner=sl.nystrom_preconditioner(approx, mu), rtol=1e-10)
+    res = sl.pcg(
+        backend64.asarray(A),
+        backend64.asarray(np.ones(n)),
+        mu=mu,
+        preconditioner=sl.nystrom_preconditioner(approx, mu),
+        rtol=1e-10,
+    )
     assert res.iterations <= 2
 
 
@@ -118,7 +125,11 @@ def test_pcg_misuse(backend):
     with pytest.raises(ValueError, match="tagged symmetric"):
         sl.pcg(sl.aslinearoperator(A), backend.asarray(np.ones(3)))
     with pytest.raises(ValueError, match="preconditioner has shape"):
-        sl.pcg(A, backend.asarray(np.ones(3)), preconditioner=sl.aslinearoperator(backend.asarray(np.eye(2)), psd=True))
+        sl.pcg(
+            A,
+            backend.asarray(np.ones(3)),
+            preconditioner=sl.aslinearoperator(backend.asarray(np.eye(2)), psd=True),
+        )
     with pytest.raises(TypeError, match="preconditioner must be"):
         sl.pcg(A, backend.asarray(np.ones(3)), preconditioner=3)
     approx = sl.nystrom(A, 2, seed=0)

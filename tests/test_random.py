@@ -28,11 +28,15 @@ def test_same_seed_same_sketch_and_dtype(backend, kind):
 
 
 def test_rademacher_and_sparse_sign_structure(backend):
-    R = backend.to_numpy(sl.sketch_matrix(200, 10, xp=backend.xp, dtype=backend.dtype, kind="rademacher", seed=1))
+    R = backend.to_numpy(
+        sl.sketch_matrix(200, 10, xp=backend.xp, dtype=backend.dtype, kind="rademacher", seed=1)
+    )
     assert set(np.unique(R)) == {-1.0, 1.0}
     assert abs(R.mean()) < 4 / np.sqrt(R.size)  # 4 standard deviations
     S = backend.to_numpy(
-        sl.sketch_matrix(300, 12, xp=backend.xp, dtype=backend.dtype, kind="sparse_sign", seed=2, nnz_per_row=3)
+        sl.sketch_matrix(
+            300, 12, xp=backend.xp, dtype=backend.dtype, kind="sparse_sign", seed=2, nnz_per_row=3
+        )
     )
     np.testing.assert_array_equal((S != 0).sum(axis=1), 3)
     np.testing.assert_allclose(np.abs(S[S != 0]), 1 / np.sqrt(3), rtol=backend.eps * 4)
@@ -44,7 +48,9 @@ def test_rademacher_and_sparse_sign_structure(backend):
 @pytest.mark.parametrize("sampler", ["default", "portable"])
 def test_gaussian_moments(backend64, sampler):
     seed = sl.PortableSampler(3) if sampler == "portable" else 3
-    Z = backend64.to_numpy(sl.sketch_matrix(4000, 25, xp=backend64.xp, dtype=backend64.dtype, seed=seed))
+    Z = backend64.to_numpy(
+        sl.sketch_matrix(4000, 25, xp=backend64.xp, dtype=backend64.dtype, seed=seed)
+    )
     n = Z.size
     # mean ~ N(0, 1/n), variance ~ N(1, 2/n), kurtosis 3: bounds at 5 standard deviations
     assert abs(Z.mean()) < 5 / np.sqrt(n)
