@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 from . import _dispatch
 from ._estimate import estimate_error
 from ._nystrom import nystrom
-from ._operator import LinearOperator, _MatrixOperator, aslinearoperator, gram, kernel
+from ._operator import LinearOperator, aslinearoperator, gram, kernel
 from ._pcg import pcg
 from ._preconditioner import nystrom_preconditioner
 from ._random import Sampler, as_sampler
@@ -237,7 +237,7 @@ def natural_gradient_direction(
             rank=l_auto,
             itemsize=itemsize,
             memory_budget=memory_budget,
-            materialized=isinstance(J, _MatrixOperator),
+            materialized=J.is_materialized,
         )
 
     if method in ("dense", "woodbury"):

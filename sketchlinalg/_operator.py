@@ -103,6 +103,14 @@ class LinearOperator:
         _check_vector(y, "y", "rmatvec")
         return self.rmatmat(y[:, None])[:, 0]
 
+    @property
+    def is_materialized(self) -> bool:
+        """Whether the operator holds its entries (products are plain matmuls).
+
+        :func:`choose_method` then counts no cost for materializing it.
+        """
+        return False
+
     def __matmul__(self, X: Array) -> Array:
         if isinstance(X, LinearOperator):
             return NotImplemented
@@ -189,6 +197,10 @@ class _MatrixOperator(LinearOperator):
 
     def to_dense(self) -> Array:
         return self.array
+
+    @property
+    def is_materialized(self) -> bool:
+        return True
 
 
 class FunctionOperator(LinearOperator):

@@ -36,10 +36,11 @@ def test_nystrom_demo_runs(capsys):
     assert spec is not None and spec.loader is not None
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    demo.main(["--n-residuals", "120", "--n-params", "80", "--rank", "40"])
+    # The sketched inverse is accurate when ||G - G_hat|| << mu: with eigenvalues 0.81^i,
+    # rank 60 leaves ~0.81^60 = 3e-6, against mu = 1e-3.
+    demo.main(["--n-residuals", "120", "--n-params", "80", "--rank", "60", "--damping", "1e-3"])
     out = capsys.readouterr().out
-    for method in ("dense", "woodbury", "nystrom", "nystrom-pcg", "kernel-nystrom", "auto"):
-        assert f"\n{method} " in out
-    # every method's relative error is printed and small on this easy problem
-    errors = [float(line.split()[2]) for line in out.splitlines()[-6:]]
-    assert max(errors) < 1e-3, out
+    rows = {line.split()[0]: float(line.split()[2]) for line in out.splitlines()[-6:]}
+    assert set(rows) == {"dense", "woodbury", "nystrom", "nystrom-pcg", "kernel-nystrom", "auto"}
+    assert max(rows["dense"], rows["woodbury"], rows["nystrom-pcg"], rows["auto"]) < 1e-8, out
+    assert max(rows["nystrom"], rows["kernel-nystrom"]) < 1e-2, out

@@ -1,0 +1,47 @@
+"""sketchlinalg_jax: JAX adapter of sketchlinalg.
+
+Jacobian operators of residual functions of pytrees, PINN residual systems, differential
+operators, and natural-gradient optimizers as optax transformations (SNGD, ENGD,
+ENGD-Woodbury, Nystrom-PCG, SPRING). Natural-gradient work wants float64:
+``jax.config.update("jax_enable_x64", True)`` before creating arrays; float32 works.
+"""
+
+from ._diffops import LAPLACIAN_METHODS, divergence, gradient, laplacian, time_derivative
+from ._linesearch import armijo_line_search, grid_line_search
+from ._operators import JacobianOperator, jacobian_operator
+from ._optim import (
+    LINE_SEARCHES,
+    NGDState,
+    engd,
+    engd_woodbury,
+    natural_gradient,
+    nystrom_pcg,
+    sngd,
+    spring,
+)
+from ._pinn import PATHS, PINNSystem, Term, pinn_residual, pinn_system
+
+__all__ = [
+    "LAPLACIAN_METHODS",
+    "LINE_SEARCHES",
+    "PATHS",
+    "JacobianOperator",
+    "NGDState",
+    "PINNSystem",
+    "Term",
+    "armijo_line_search",
+    "divergence",
+    "engd",
+    "engd_woodbury",
+    "grid_line_search",
+    "gradient",
+    "jacobian_operator",
+    "laplacian",
+    "natural_gradient",
+    "nystrom_pcg",
+    "pinn_residual",
+    "pinn_system",
+    "sngd",
+    "spring",
+    "time_derivative",
+]

@@ -1,0 +1,69 @@
+"""sketchlinalg_torch: the PyTorch adapter of sketchlinalg.
+
+Jacobian operators of residual functions built with ``torch.func``, PINN residual systems
+(materialized per-point Jacobians or matrix-free JVP/VJP products), differential operators,
+ENGD's grid line search, and natural-gradient ``torch.optim.Optimizer`` classes (SNGD,
+ENGD, ENGD-Woodbury, Nystrom-PCG, SPRING) whose directions come from
+:func:`sketchlinalg.natural_gradient_direction` and :func:`sketchlinalg.spring_direction`.
+Natural-gradient work wants float64; float32 works.
+
+The names and their meaning are shared with ``sketchlinalg_jax`` (adapters/README.md).
+"""
+
+import warnings as _warnings
+
+import torch as _torch
+
+from ._diffops import LAPLACIAN_METHODS, divergence, gradient, laplacian, time_derivative
+from ._linesearch import armijo_line_search, grid_line_search
+from ._operators import JacobianOperator, jacobian_operator, to_scipy
+from ._optim import (
+    ENGD,
+    LINE_SEARCHES,
+    SNGD,
+    SPRING,
+    ENGDWoodbury,
+    NaturalGradient,
+    NystromPCG,
+)
+from ._pinn import PATHS, PINNSystem, Term, pinn_residual, pinn_system
+
+__all__ = [
+    "ENGD",
+    "LAPLACIAN_METHODS",
+    "LINE_SEARCHES",
+    "PATHS",
+    "SNGD",
+    "SPRING",
+    "ENGDWoodbury",
+    "JacobianOperator",
+    "NaturalGradient",
+    "NystromPCG",
+    "PINNSystem",
+    "Term",
+    "armijo_line_search",
+    "divergence",
+    "gradient",
+    "grid_line_search",
+    "jacobian_operator",
+    "laplacian",
+    "pinn_residual",
+    "pinn_system",
+    "time_derivative",
+    "to_scipy",
+]
+
+
+def _load_forward_ad() -> None:
+    # The first forward-mode AD call of a process (torch.func.jvp) makes torch register its
+    # forward-AD decompositions with torch.jit.script, which emits a DeprecationWarning from
+    # inside torch (2.10+). Do that once here with exactly that warning silenced, so that
+    # users' and tests' warning filters ("error") do not trip over torch's own internals.
+    with _warnings.catch_warnings():
+        _warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning
+        )
+        _torch.func.jvp(_torch.sin, (_torch.zeros(()),), (_torch.ones(()),))
+
+
+_load_forward_ad()

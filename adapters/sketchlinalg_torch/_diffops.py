@@ -1,0 +1,166 @@
+"""Differential operators of a function of one point, built on ``torch.func``.
+
+Each PINN residual row is differentiated once more, in the parameters, to build the
+Jacobian (and it is evaluated under ``vmap`` over points, and over step sizes in the grid
+line search), so the formulation of the Laplacian sets the cost of a step.
+``benchmarks/torch_diffops.py`` measures the formulations below in those three settings;
+:func:`laplacian` defaults to the fastest one measured (``benchmarks/results/torch_diffops.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
+
+__all__ = ["LAPLACIAN_METHODS", "divergence", "gradient", "laplacian", "time_derivative"]
+
+Scalar = Callable[[torch.Tensor], torch.Tensor]
+
+LAPLACIAN_METHODS = ("rev_over_rev", "fwd_over_rev", "fwd_over_fwd", "hessian_trace")
+DEFAULT_LAPLACIAN = "rev_over_rev"
+
+
+def _check_point(x: torch.Tensor, where: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{where}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 1:
+        raise ValueError(
+            f"{where}: x must be one point of shape (d,), got shape {tuple(x.shape)}; "
+            "use torch.func.vmap over points"
+        )
+
+
+def gradient(u: Scalar, x: torch.Tensor) -> torch.Tensor:
+    """Gradient ``grad u(x)`` of a scalar function of one point (one reverse pass).
+
+    Parameters
+    ----------
+    u : callable
+        ``u(x) -> scalar`` tensor for ``x`` of shape ``(d,)``.
+    x : torch.Tensor of shape (d,)
+
+    Returns
+    -------
+    torch.Tensor of shape (d,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sketchlinalg_torch import gradient
+    >>> gradient(lambda x: (x**2).sum(), torch.tensor([1.0, 2.0])).tolist()
+    [2.0, 4.0]
+    """
+    _check_point(x, "gradient")
+    return grad(u)(x)
+
+
+def time_derivative(u: Scalar, x: torch.Tensor, index: int = 0) -> torch.Tensor:
+    """Partial derivative ``du/dx_index`` at one point (one forward-mode JVP).
+
+    Parameters
+    ----------
+    u : callable
+        ``u(x) -> scalar`` tensor.
+    x : torch.Tensor of shape (d,)
+    index : int
+        Coordinate to differentiate; ``0`` is time by the convention ``x = (t, space)``.
+
+    Returns
+    -------
+    torch.Tensor, 0-d
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sketchlinalg_torch import time_derivative
+    >>> float(time_derivative(lambda x: x[0] * x[1], torch.tensor([2.0, 3.0])))
+    3.0
+    """
+    _check_point(x, "time_derivative")
+    d = x.shape[0]
+    if isinstance(index, bool) or not isinstance(index, int) or not -d <= index < d:
+        raise ValueError(f"index must be an int in [0, {x.shape[0]}), got {index!r}")
+    e = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)[index]
+    return jvp(u, (x,), (e,))[1]
+
+
+def divergence(v: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Divergence ``sum_i dv_i / dx_i`` of a vector field ``v: R^d -> R^d`` at one point.
+
+    Computed as the trace of the forward-mode Jacobian (``d`` JVPs in one ``vmap``).
+
+    Parameters
+    ----------
+    v : callable
+        ``v(x) -> tensor of shape (d,)``.
+    x : torch.Tensor of shape (d,)
+
+    Returns
+    -------
+    torch.Tensor, 0-d
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sketchlinalg_torch import divergence
+    >>> float(divergence(lambda x: x * x, torch.tensor([1.0, 2.0])))
+    6.0
+    """
+    _check_point(x, "divergence")
+    return torch.diagonal(jacfwd(v)(x)).sum()
+
+
+def laplacian(u: Scalar, x: torch.Tensor, *, method: str = DEFAULT_LAPLACIAN) -> torch.Tensor:
+    r"""Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point.
+
+    Formulations (``benchmarks/torch_diffops.py`` times them; the default is the fastest
+    measured for building the per-point Jacobian in the parameters, and also for plain
+    evaluation and for the batched line search):
+
+    * ``"rev_over_rev"`` (default): ``trace(jacrev(grad(u))(x))``: the gradient by one
+      reverse pass, then the Hessian rows by ``d`` vmapped vector-Jacobian products.
+    * ``"fwd_over_rev"``: ``sum_i e_i^T (d/dt) grad u(x + t e_i)``: a JVP of the gradient
+      per basis vector, vmapped over the basis.
+    * ``"fwd_over_fwd"``: ``sum_i d^2/dt^2 u(x + t e_i)`` by a JVP of a JVP, vmapped over
+      the basis (no reverse pass).
+    * ``"hessian_trace"``: ``trace(torch.func.hessian(u)(x))`` (``jacfwd(jacrev(u))``).
+
+    Parameters
+    ----------
+    u : callable
+        ``u(x) -> scalar`` tensor for ``x`` of shape ``(d,)``.
+    x : torch.Tensor of shape (d,)
+    method : str
+        One of ``LAPLACIAN_METHODS``.
+
+    Returns
+    -------
+    torch.Tensor, 0-d
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sketchlinalg_torch import laplacian
+    >>> x = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    >>> float(laplacian(lambda y: (y**2).sum() + y[0] * y[1], x))
+    4.0
+    """
+    _check_point(x, "laplacian")
+    if method == "fwd_over_fwd":
+        basis = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
+
+        def second(e: torch.Tensor) -> torch.Tensor:
+            return jvp(lambda y: jvp(u, (y,), (e,))[1], (x,), (e,))[1]
+
+        return vmap(second)(basis).sum()
+    if method == "fwd_over_rev":
+        basis = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
+        g = grad(u)
+        return vmap(lambda e: (jvp(g, (x,), (e,))[1] * e).sum())(basis).sum()
+    if method == "hessian_trace":
+        return torch.diagonal(hessian(u)(x)).sum()
+    if method == "rev_over_rev":
+        return torch.diagonal(jacrev(grad(u))(x)).sum()
+    raise ValueError(f"method must be one of {LAPLACIAN_METHODS}, got {method!r}")
