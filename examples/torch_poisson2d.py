@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--float32", action="store_true", help="float32 instead of float64")
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="also print the L2 error every k steps (untimed)"
+    )
+    parser.add_argument("--inverse", choices=("woodbury", "projected"), default="woodbury")
+    parser.add_argument("--oversample", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="only the final line")
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -139,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         residual_fn=functools.partial(pinn_residual, model, terms=terms),
         rank=rank,
         damping=args.damping,
+        inverse=args.inverse,
+        oversample=args.oversample,
         seed=args.seed,
     )
     elapsed = 0.0
@@ -151,7 +158,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps += 1
         eta = float(opt.state[next(iter(model.parameters()))]["step_size"])
         if not args.quiet:
-            print(f"step {steps:4d}  loss {loss:.3e}  eta {eta:.1e}  elapsed {elapsed:6.2f} s")
+            line = f"step {steps:4d}  loss {loss:.3e}  eta {eta:.1e}  elapsed {elapsed:6.2f} s"
+            if args.eval_every and steps % args.eval_every == 0:
+                line += f"  L2 error {relative_l2_error(model, args.n_eval):.3e}"
+            print(line, flush=True)
     error = relative_l2_error(model, args.n_eval)
     print(
         f"final: {steps} iterations, {elapsed:.1f} s training, relative L2 error "

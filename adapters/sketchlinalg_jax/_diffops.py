@@ -17,7 +17,7 @@ __all__ = ["LAPLACIAN_METHODS", "divergence", "gradient", "laplacian", "time_der
 
 Scalar = Callable[[jax.Array], jax.Array]
 
-LAPLACIAN_METHODS = ("fwd_over_fwd", "fwd_over_rev", "hessian_trace")
+LAPLACIAN_METHODS = ("hessian_trace", "fwd_over_rev", "fwd_over_fwd")
 
 
 def gradient(u: Scalar, x: jax.Array) -> jax.Array:
@@ -37,15 +37,17 @@ def divergence(v: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
     return jnp.sum(jax.vmap(lambda e: jax.jvp(v, (x,), (e,))[1] @ e)(basis))
 
 
-def laplacian(u: Scalar, x: jax.Array, *, method: str = "fwd_over_fwd") -> jax.Array:
+def laplacian(u: Scalar, x: jax.Array, *, method: str = "hessian_trace") -> jax.Array:
     """Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point ``x`` of shape (d,).
 
     Methods (see the module docstring for the measurement):
 
-    * ``"fwd_over_fwd"``: ``sum_i`` of the second directional derivative along ``e_i``
-      by nested JVPs, vmapped over the basis: no reverse pass at all (the default).
+    * ``"hessian_trace"``: ``trace(jax.hessian(u)(x))``: the full ``d x d`` Hessian
+      (forward over reverse); the fastest under a further gradient in the parameters for
+      the Poisson 2D network (``benchmarks/results/jax_diffops.md``): the default.
     * ``"fwd_over_rev"``: ``e_i^T (d/de_i) grad u``: a JVP of the gradient per basis vector.
-    * ``"hessian_trace"``: ``trace(jax.hessian(u)(x))``: the full ``d x d`` Hessian.
+    * ``"fwd_over_fwd"``: ``sum_i`` of the second directional derivative along ``e_i``
+      by nested JVPs, vmapped over the basis: no reverse pass at all.
     """
     basis = jnp.eye(x.shape[0], dtype=x.dtype)
     if method == "fwd_over_fwd":
