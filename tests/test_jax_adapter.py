@@ -280,3 +280,35 @@ def test_operator_feeds_core_methods():
     for method in ("dense", "woodbury", "nystrom-pcg"):
         d, _ = sl.natural_gradient_direction(J, r, damping=1e-2, method=method, rank=9, rtol=1e-12)
         np.testing.assert_allclose(np.asarray(d), ref, rtol=1e-7, atol=1e-10)
+
+
+def test_float32_params_work():
+    t = jnp.linspace(0, 3, 30, dtype=jnp.float32)
+    y = 2.0 * jnp.exp(-1.3 * t)
+
+    def residual(p):
+        return p["a"] * jnp.exp(-p["b"] * t) - y
+
+    params = {"a": jnp.array(1.0, jnp.float32), "b": jnp.array(1.0, jnp.float32)}
+    opt = slj.sngd(functools.partial(slj.jacobian_operator, residual), rank=2, damping=1e-6)
+    state = opt.init(params)
+    for _ in range(15):
+        updates, state = opt.update(None, state, params)
+        params = optax.apply_updates(params, updates)
+    assert params["a"].dtype == jnp.float32
+    assert float(jnp.sum(residual(params) ** 2)) < 1e-8
+
+
+def test_poisson_example_runs(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "jax_poisson2d.py"
+    spec = importlib.util.spec_from_file_location("jax_poisson2d", path)
+    assert spec is not None and spec.loader is not None
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    summary = ex.main(["--steps", "4", "--rank", "40", "--n-side", "8", "--width", "16"])
+    assert summary["steps"] == 4 and summary["skipped"] == 0
+    assert summary["rel_l2"] < 1.0 and summary["n_points"] == 8 * 8 + 4 * 8
+    assert "relative L2 error" in capsys.readouterr().out
