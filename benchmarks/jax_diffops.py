@@ -14,6 +14,7 @@ Run: ``python -m benchmarks.jax_diffops [--points N] [--repeats R] [--out DIR]``
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from pathlib import Path
@@ -24,9 +25,8 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-
 import sketchlinalg_jax as slj  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from ._common import machine_info, markdown_table, median, write_json, write_text  # noqa: E402
 
@@ -58,9 +58,11 @@ def run(points: int, width: int, repeats: int) -> list[dict[str, Any]]:
     sizes = [2, width, width, 1]
     key = jax.random.key(0)
     params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         key, kw = jax.random.split(key)
-        params.append((jax.random.normal(kw, (fan_out, fan_in)) / math.sqrt(fan_in), jnp.zeros(fan_out)))
+        params.append(
+            (jax.random.normal(kw, (fan_out, fan_in)) / math.sqrt(fan_in), jnp.zeros(fan_out))
+        )
     flat, unravel = ravel_pytree(params)
     side = int(math.sqrt(points))
     g = (jnp.arange(side) + 0.5) / side
@@ -77,11 +79,18 @@ def run(points: int, width: int, repeats: int) -> list[dict[str, Any]]:
         c_res, t_res = _time(residual, flat, pts, repeats=repeats)
         c_jac, t_jac = _time(jacobian, flat, pts, repeats=repeats)
         rec = {
-            "method": method, "points": int(pts.shape[0]), "params": int(flat.shape[0]),
-            "residual_s": t_res, "jacobian_s": t_jac,
-            "residual_first_call_s": c_res, "jacobian_first_call_s": c_jac,
+            "method": method,
+            "points": int(pts.shape[0]),
+            "params": int(flat.shape[0]),
+            "residual_s": t_res,
+            "jacobian_s": t_jac,
+            "residual_first_call_s": c_res,
+            "jacobian_first_call_s": c_jac,
         }
-        print(f"{method:>14}: residual {t_res * 1e3:8.2f} ms   jacobian {t_jac * 1e3:8.2f} ms", flush=True)
+        print(
+            f"{method:>14}: residual {t_res * 1e3:8.2f} ms   jacobian {t_jac * 1e3:8.2f} ms",
+            flush=True,
+        )
         records.append(rec)
     return records
 
@@ -97,21 +106,35 @@ def main(argv: list[str] | None = None) -> None:
     records = run(args.points, args.width, args.repeats)
     best = min(records, key=lambda r: r["jacobian_s"])
     machine = machine_info(ROOT)
-    cmd = f"python -m benchmarks.jax_diffops --points {args.points} --width {args.width} --repeats {args.repeats}"
-    write_json(args.out / "jax_diffops.json", {"command": cmd, "machine": machine, "records": records})
+    cmd = (
+        f"python -m benchmarks.jax_diffops --points {args.points} --width {args.width} "
+        f"--repeats {args.repeats}"
+    )
+    write_json(
+        args.out / "jax_diffops.json", {"command": cmd, "machine": machine, "records": records}
+    )
     rows = [
-        [r["method"], f"{r['residual_s'] * 1e3:.2f}", f"{r['jacobian_s'] * 1e3:.2f}",
-         f"{r['jacobian_s'] / best['jacobian_s']:.2f}"]
+        [
+            r["method"],
+            f"{r['residual_s'] * 1e3:.2f}",
+            f"{r['jacobian_s'] * 1e3:.2f}",
+            f"{r['jacobian_s'] / best['jacobian_s']:.2f}",
+        ]
         for r in records
     ]
-    table = markdown_table(["laplacian method", "residual [ms]", "per-point Jacobian [ms]", "vs fastest"], rows)
+    table = markdown_table(
+        ["laplacian method", "residual [ms]", "per-point Jacobian [ms]", "vs fastest"], rows
+    )
     text = (
         f"# Laplacian formulations in JAX (Poisson 2D, [2,{args.width},{args.width},1] tanh, "
         f"{records[0]['params']} parameters, {records[0]['points']} points, float64)\n\n"
-        f"Command: `{cmd}`\n\nMachine: {machine.get('cpu_model')} ({machine.get('cpu_count')} CPUs), "
-        f"{machine.get('platform')}, jax {machine.get('versions', {}).get('jax')}, {machine.get('date_utc', '')}\n\n"
-        "Median wall time of jitted calls (first call excluded). `residual`: the Laplacian at every "
-        "point; `per-point Jacobian`: vmap over points of value_and_grad in the parameters.\n\n"
+        f"Command: `{cmd}`\n\n"
+        f"Machine: {machine.get('cpu_model')} ({machine.get('cpu_count')} CPUs), "
+        f"{machine.get('platform')}, jax {machine.get('versions', {}).get('jax')}, "
+        f"{machine.get('date_utc', '')}\n\n"
+        "Median wall time of jitted calls (first call excluded). `residual`: the Laplacian at "
+        "every point; `per-point Jacobian`: vmap over points of value_and_grad in the "
+        "parameters.\n\n"
         f"{table}\n\nFastest for the Jacobian: **{best['method']}** (the default of `laplacian`).\n"
     )
     write_text(args.out / "jax_diffops.md", text)

@@ -8,6 +8,16 @@ ENGD, ENGD-Woodbury, Nystrom-PCG, SPRING) whose directions come from
 Natural-gradient work wants float64; float32 works.
 
 The names and their meaning are shared with ``sketchlinalg_jax`` (adapters/README.md).
+A PINN in a few lines (``examples/torch_poisson2d.py`` is the full version)::
+
+    terms = [Term(lambda u, x: -laplacian(u, x) - f(x), interior, weight=1.0),
+             Term(lambda u, x: u(x) - g(x), boundary, weight=4.0)]
+    opt = SNGD(model.named_parameters(),
+               functools.partial(pinn_system, model, terms=terms),
+               residual_fn=functools.partial(pinn_residual, model, terms=terms),
+               rank=300, damping=1e-10, inverse="projected")
+    for _ in range(100):
+        opt.step()
 """
 
 import warnings as _warnings

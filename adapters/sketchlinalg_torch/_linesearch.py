@@ -40,7 +40,8 @@ def _as_dicts(
         d = dict(direction)
     else:
         raise TypeError(
-            f"{where}: params must be a dict name -> tensor or a tensor, got {type(params).__name__}"
+            f"{where}: params must be a dict name -> tensor or a tensor, got "
+            f"{type(params).__name__}"
         )
     for k, v in d.items():
         if k not in p:

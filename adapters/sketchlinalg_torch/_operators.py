@@ -54,9 +54,7 @@ class _Layout:
         """``(c, P)`` -> dict of ``(c, *shape)`` tensors."""
         c = block.shape[0]
         parts = torch.split(block, self.sizes, dim=1)
-        return {
-            n: p.reshape(c, *s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)
-        }
+        return {n: p.reshape(c, *s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
 
 
 def split_params(
@@ -76,7 +74,10 @@ def split_params(
             f"dict(model.named_parameters())) or a tensor, got {type(params).__name__}"
         )
     if not items:
-        raise ValueError(f"{where}: {name} is empty; expected at least one trainable tensor")
+        raise ValueError(
+            f"{where}: {name} is empty: no trainable tensor (expected at least one with "
+            "requires_grad=True)"
+        )
     for key, value in items.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(
@@ -202,6 +203,11 @@ class JacobianOperator(sl.FunctionOperator):
         self.names = list(layout.names)
         self.shapes = list(layout.shapes)
 
+    @property
+    def is_materialized(self) -> bool:
+        """True on the materialized path (``auto`` then counts no materialization cost)."""
+        return self.matrix is not None
+
     def to_dense(self) -> torch.Tensor:
         """The explicit ``(N, P)`` Jacobian (free on the materialized path)."""
         if self.matrix is not None:
@@ -294,7 +300,13 @@ def jacobian_operator(
         return residual_fn(merge(train, frozen, lone))
 
     with torch.no_grad():
-        r, vjp_fn = vjp(f, trainable)
+        try:
+            linearized = vjp(f, trainable)
+        except RuntimeError:
+            # torch.func's message for a non-tensor output is obscure: say what was expected
+            check_residual(f(trainable), "residual_fn", layout.dtype)
+            raise
+    r, vjp_fn = linearized[0], linearized[1]
     r = check_residual(r, "residual_fn", layout.dtype)
     N, P = r.shape[0], layout.size
 
@@ -306,7 +318,7 @@ def jacobian_operator(
 
     def vjp_block(Y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            (cot,) = vmap(vjp_fn)(Y.T.contiguous())
+            cot = vmap(vjp_fn)(Y.T.contiguous())[0]
         return layout.flatten_batch(cot).T
 
     def matmat(X: torch.Tensor) -> torch.Tensor:

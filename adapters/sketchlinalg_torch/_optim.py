@@ -5,13 +5,15 @@ Usage::
     system_fn = functools.partial(pinn_system, model, terms=terms)
     residual_fn = functools.partial(pinn_residual, model, terms=terms)
     opt = SNGD(model.named_parameters(), system_fn, residual_fn=residual_fn,
-               rank=300, damping=1e-8)
+               rank=300, damping=1e-10, inverse="projected")
     for _ in range(steps):
-        loss = opt.step()
+        loss = opt.step()          # 1/2 ||r||^2 before the step
 
 A natural-gradient step needs the residual as a *function of the parameters* (to build its
-Jacobian and to evaluate trial points of the line search), which a torch closure does not
-give; so the functions are handed to the optimizer once and ``step()`` takes no closure.
+Jacobian and to evaluate the trial points of the line search), which a torch closure does
+not give; so the functions are handed to the optimizer once and ``step()`` needs no closure
+(one is still accepted and called, as in ``torch.optim``). The parameter dict those
+functions receive is keyed by the names of ``model.named_parameters()``.
 """
 
 from __future__ import annotations
@@ -53,19 +55,18 @@ def _check_hyperparameters(method: str, h: dict[str, Any], where: str) -> None:
         raise TypeError(f"{where}: damping must be a float, got {type(damping).__name__}")
     if not (math.isfinite(damping) and damping >= 0):
         raise ValueError(f"{where}: damping must be a finite float >= 0, got {damping!r}")
-    needs_positive = method == "nystrom-pcg" or (
-        method == "nystrom" and h["inverse"] == "woodbury"
-    )
+    needs_positive = method == "nystrom-pcg" or (method == "nystrom" and h["inverse"] == "woodbury")
     if needs_positive and damping == 0:
         raise ValueError(
             f"{where}: damping must be > 0 for method {method!r}"
-            + (' with inverse="woodbury" (use inverse="projected" for 0)' if method == "nystrom" else "")
+            + (' with inverse="woodbury" (use inverse="projected" for 0)' * (method == "nystrom"))
             + ", got 0"
         )
     rank = h["rank"]
-    if method in ("nystrom", "nystrom-pcg"):
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"{where}: rank must be a positive int, got {rank!r}")
+    if method in ("nystrom", "nystrom-pcg") and (
+        isinstance(rank, bool) or not isinstance(rank, int) or rank < 1
+    ):
+        raise ValueError(f"{where}: rank must be a positive int, got {rank!r}")
     oversample = h["oversample"]
     if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0:
         raise ValueError(f"{where}: oversample must be an int >= 0, got {oversample!r}")
@@ -79,7 +80,11 @@ def _check_hyperparameters(method: str, h: dict[str, Any], where: str) -> None:
     if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
         raise ValueError(f"{where}: momentum must be a float in [0, 1), got {momentum!r}")
     lr = h["lr"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float))
+        or not (math.isfinite(lr) and lr > 0)
+    ):
         raise ValueError(f"{where}: lr must be a finite float > 0, got {lr!r}")
 
 
@@ -228,6 +233,7 @@ class NaturalGradient(torch.optim.Optimizer):
         self.armijo_c = armijo_c
         super().__init__(params, defaults)
 
+        self._shared_options()  # every group's options are valid and agree
         named = self._named_params()
         trainable = [p for p in named.values() if p.requires_grad]
         self._check_trainable(trainable, where, rank)
@@ -273,8 +279,7 @@ class NaturalGradient(torch.optim.Optimizer):
         P = sum(p.numel() for p in trainable)
         if self.method in ("nystrom", "nystrom-pcg") and rank is not None and rank > P:
             raise ValueError(
-                f"{where}: rank must be <= P = {P} (the number of trainable parameters), "
-                f"got {rank}"
+                f"{where}: rank must be <= P = {P} (the number of trainable parameters), got {rank}"
             )
         return P
 
@@ -310,7 +315,7 @@ class NaturalGradient(torch.optim.Optimizer):
 
     # -- the step ------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one natural-gradient step.
 
         Parameters
@@ -370,78 +375,97 @@ class NaturalGradient(torch.optim.Optimizer):
                 0, 2**62, (1,), generator=self.generator, device=self.generator.device
             ).item()
         )
-        info = None
         try:
-            if self.method == "spring":
-                prev = state.get("previous")
-                if not isinstance(prev, torch.Tensor) or prev.shape != (P,):
-                    prev = torch.zeros(P, dtype=dtype, device=r.device)
-                d = sl.spring_direction(
-                    dense, r, prev, damping=opts["damping"], momentum=opts["momentum"]
-                )
-            else:
-                d, info = sl.natural_gradient_direction(
-                    dense,
-                    r,
-                    damping=opts["damping"],
-                    method=self.method,
-                    rank=opts["rank"],
-                    oversample=opts["oversample"],
-                    seed=seed,
-                    inverse=opts["inverse"],
-                    rtol=self.pcg_rtol,
-                    maxiter=self.pcg_maxiter,
-                )
-            if not bool(torch.isfinite(d).all()):
-                raise FloatingPointError(
-                    f"{where}: the direction has non-finite entries (damping "
-                    f"{opts['damping']!r}); the parameters were not changed. Increase damping"
-                    + (" or lower the rank" if self.method in ("nystrom", "nystrom-pcg") else "")
-                )
+            d, info = self._direction(dense, r, state, opts, seed, P, dtype)
+            step_dir, eta = self._step_size(named, keys, d, r, J, opts)
         except BaseException:
-            self.generator.set_state(gen_before)
+            self.generator.set_state(gen_before)  # a failed step consumes no randomness
             raise
-
-        # per-group lr on the direction
-        lrs = {k: g["lr"] for g, k in self._group_of_keys(named)}
-        parts = torch.split(d, [named[k].numel() for k in keys])
-        step_dir = {k: (lrs[k] * part).view_as(named[k]) for k, part in zip(keys, parts, strict=True)}
         loss0 = 0.5 * torch.dot(r, r)
-        detached = {k: p.detach() for k, p in named.items()}
-
-        if opts["line_search"] is not None:
-            res_fn = self.residual_fn
-            assert res_fn is not None
-
-            def loss_fn(p: Any) -> torch.Tensor:
-                res = res_fn(p)
-                return 0.5 * (res * res).sum()
-
-        if opts["line_search"] == "grid":
-            eta_t, _ = grid_line_search(loss_fn, detached, step_dir, num=self.grid_size)
-            eta = float(eta_t)
-        elif opts["line_search"] == "armijo":
-            flat_dir = torch.cat([step_dir[k].reshape(-1) for k in keys])
-            slope = torch.dot(J.rmatvec(r), flat_dir)
-            eta = float(
-                armijo_line_search(
-                    loss_fn, detached, step_dir, slope, loss0=loss0, c=self.armijo_c
-                )
-            )
-        else:
-            eta = 1.0
 
         if eta != 0.0:
             for k in keys:
                 named[k].add_(step_dir[k], alpha=-eta)
         state["step"] = int(state.get("step", 0)) + 1
         state["loss"] = loss0.detach().clone()
-        state["step_size"] = torch.tensor(eta, dtype=dtype)
+        state["step_size"] = torch.tensor(eta, dtype=dtype, device=r.device)
         if self.method == "spring":
             state["previous"] = d.detach().clone()
         self.direction_info = info
         self.jacobian_path = getattr(J, "path", None)
         return closure_value if closure is not None else loss0
+
+    def _direction(
+        self,
+        J: Any,
+        r: torch.Tensor,
+        state: dict[str, Any],
+        opts: dict[str, Any],
+        seed: int,
+        P: int,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, sl.DirectionInfo | None]:
+        where = type(self).__name__
+        info = None
+        if self.method == "spring":
+            prev = state.get("previous")
+            if not isinstance(prev, torch.Tensor) or prev.shape != (P,):
+                prev = torch.zeros(P, dtype=dtype, device=r.device)
+            d = sl.spring_direction(J, r, prev, damping=opts["damping"], momentum=opts["momentum"])
+        else:
+            d, info = sl.natural_gradient_direction(
+                J,
+                r,
+                damping=opts["damping"],
+                method=self.method,
+                rank=opts["rank"],
+                oversample=opts["oversample"],
+                seed=seed,
+                inverse=opts["inverse"],
+                rtol=self.pcg_rtol,
+                maxiter=self.pcg_maxiter,
+            )
+        if not bool(torch.isfinite(d).all()):
+            raise FloatingPointError(
+                f"{where}: the direction has non-finite entries (damping "
+                f"{opts['damping']!r}); the parameters were not changed. Increase damping"
+                + (" or lower the rank" if self.method in ("nystrom", "nystrom-pcg") else "")
+            )
+        return d, info
+
+    def _step_size(
+        self,
+        named: dict[Any, torch.Tensor],
+        keys: list[Any],
+        d: torch.Tensor,
+        r: torch.Tensor,
+        J: sl.LinearOperator,
+        opts: dict[str, Any],
+    ) -> tuple[dict[Any, torch.Tensor], float]:
+        """The direction per parameter (times its group's lr) and the step size."""
+        lrs = {k: g["lr"] for g, k in self._group_of_keys(named)}
+        parts = torch.split(d, [named[k].numel() for k in keys])
+        step_dir = {
+            k: (lrs[k] * part).view_as(named[k]) for k, part in zip(keys, parts, strict=True)
+        }
+        if opts["line_search"] is None:
+            return step_dir, 1.0
+        res_fn = self.residual_fn
+        assert res_fn is not None
+
+        def loss_fn(p: Any) -> torch.Tensor:
+            res = res_fn(p)
+            return 0.5 * (res * res).sum()
+
+        detached = {k: p.detach() for k, p in named.items()}
+        if opts["line_search"] == "grid":
+            eta, _ = grid_line_search(loss_fn, detached, step_dir, num=self.grid_size)
+            return step_dir, float(eta)
+        flat_dir = torch.cat([step_dir[k].reshape(-1) for k in keys])
+        slope = torch.dot(J.rmatvec(r), flat_dir)
+        loss0 = 0.5 * torch.dot(r, r)
+        eta = armijo_line_search(loss_fn, detached, step_dir, slope, loss0=loss0, c=self.armijo_c)
+        return step_dir, float(eta)
 
     def _group_of_keys(self, named: dict[Any, torch.Tensor]) -> list[tuple[dict[str, Any], Any]]:
         ids = {id(p): k for k, p in named.items()}
@@ -478,9 +502,7 @@ class SNGD(NaturalGradient):
         damping: float,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            params, system_fn, method="nystrom", rank=rank, damping=damping, **kwargs
-        )
+        super().__init__(params, system_fn, method="nystrom", rank=rank, damping=damping, **kwargs)
 
 
 class ENGD(NaturalGradient):

@@ -84,6 +84,26 @@ def _default_params(model: torch.nn.Module, params: Any) -> Any:
     return params
 
 
+def _check_keys(model: torch.nn.Module, params: Any, where: str) -> Mapping[Any, torch.Tensor]:
+    """``params`` must be a dict keyed by names of the module's parameters or buffers
+    (``functional_call`` would silently ignore any other key)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"{where}: params must be a dict name -> tensor or None, got {type(params).__name__}"
+        )
+    known = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    known |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise ValueError(
+            f"{where}: params has keys that name no parameter or buffer of the model: "
+            f"{unknown[:4]!r}{' ...' if len(unknown) > 4 else ''} (expected names such as "
+            f"{sorted(known)[:3]!r}; give an optimizer model.named_parameters(), not "
+            "model.parameters())"
+        )
+    return params
+
+
 def _check_terms(terms: Any, layout: _Layout) -> list[Term]:
     if isinstance(terms, Term) or not isinstance(terms, Sequence) or not terms:
         raise TypeError(
@@ -165,12 +185,7 @@ def pinn_residual(
         Row ``i`` of term ``k`` is ``sqrt(weight_k / N_k) * residual_k(u, x_i)``.
     """
     model = _check_model(model)
-    params = _default_params(model, params)
-    if not isinstance(params, Mapping):
-        raise TypeError(
-            f"pinn_residual: params must be a dict name -> tensor or None, got "
-            f"{type(params).__name__}"
-        )
+    params = _check_keys(model, _default_params(model, params), "pinn_residual")
     if isinstance(terms, Term) or not isinstance(terms, Sequence) or not terms:
         raise TypeError(f"terms must be a non-empty sequence of Term, got {type(terms).__name__}")
     parts = []
@@ -242,12 +257,7 @@ def pinn_system(
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     chunk_size = check_chunk_size(chunk_size)
-    params = _default_params(model, params)
-    if not isinstance(params, Mapping):
-        raise TypeError(
-            f"pinn_system: params must be a dict name -> tensor or None, got "
-            f"{type(params).__name__}"
-        )
+    params = _check_keys(model, _default_params(model, params), "pinn_system")
     trainable, frozen, layout = split_params(params, "pinn_system")
     terms = _check_terms(terms, layout)
     N = sum(t.points.shape[0] for t in terms)

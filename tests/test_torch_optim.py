@@ -1,0 +1,398 @@
+"""PyTorch adapter: the natural-gradient ``torch.optim.Optimizer`` classes."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import io
+import itertools
+import math
+import pathlib
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed")
+slt = pytest.importorskip("sketchlinalg_torch", reason="sketchlinalg_torch not importable")
+
+import sketchlinalg as sl  # noqa: E402
+
+F64 = torch.float64
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+OPTIMIZERS = {
+    "SNGD": (slt.SNGD, {"rank": 10, "damping": 1e-6}),
+    "ENGD": (slt.ENGD, {"damping": 1e-6}),
+    "ENGDWoodbury": (slt.ENGDWoodbury, {"damping": 1e-6}),
+    "NystromPCG": (slt.NystromPCG, {"rank": 10, "damping": 1e-6}),
+    "SPRING": (slt.SPRING, {"damping": 1e-6, "momentum": 0.5}),
+}
+
+
+def mlp(widths, seed=0, dtype=F64):
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(torch.nn.Tanh())
+    return torch.nn.Sequential(*layers).to(dtype)
+
+
+def regression(dtype=F64, seed=0):
+    """A tiny nonlinear least-squares problem: fit a teacher [1, 6, 1] tanh MLP with a
+    student of the same shape (N = 24 residuals, P = 19 parameters)."""
+    net = mlp([1, 6, 1], seed, dtype)
+    teacher = mlp([1, 6, 1], seed + 10, dtype)
+    x = torch.linspace(-2, 2, 24, dtype=dtype)[:, None]
+    with torch.no_grad():
+        y = teacher(x).reshape(-1)
+
+    def residual(p):
+        return torch.func.functional_call(net, p, (x,)).reshape(-1) - y
+
+    return net, residual
+
+
+def pinn_1d(dtype=F64, seed=0):
+    """-u'' = pi^2 sin(pi x) on (0, 1), u(0) = u(1) = 0, with a [1, 8, 1] MLP (P = 25)."""
+    net = mlp([1, 8, 1], seed, dtype)
+    interior = torch.linspace(0, 1, 18, dtype=dtype)[1:-1, None]
+    boundary = torch.tensor([[0.0], [1.0]], dtype=dtype)
+    terms = [
+        slt.Term(
+            lambda u, x: -slt.laplacian(u, x) - math.pi**2 * torch.sin(math.pi * x[0]),
+            interior,
+            1.0,
+        ),
+        slt.Term(lambda u, x: u(x), boundary, 2.0),
+    ]
+    system_fn = functools.partial(slt.pinn_system, net, terms=terms)
+    residual_fn = functools.partial(slt.pinn_residual, net, terms=terms)
+    return net, system_fn, residual_fn
+
+
+def loss_of(residual_fn, net):
+    with torch.no_grad():
+        r = residual_fn({k: v.detach() for k, v in net.named_parameters()})
+    return float(0.5 * r @ r)
+
+
+def snapshot(net):
+    return {k: v.detach().clone() for k, v in net.named_parameters()}
+
+
+def assert_unchanged(net, before):
+    for k, v in net.named_parameters():
+        assert torch.equal(v.detach(), before[k]), k
+
+
+# -- convergence ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("line_search", ["grid", "armijo", None])
+def test_optimizers_decrease_a_least_squares_loss(name, line_search):
+    cls, kwargs = OPTIMIZERS[name]
+    net, residual = regression()
+    start = loss_of(residual, net)
+    lr = 1.0 if line_search is not None else 0.5
+    opt = cls(
+        net.named_parameters(), residual_fn=residual, line_search=line_search, lr=lr, **kwargs
+    )
+    losses = [float(opt.step()) for _ in range(6)]
+    assert losses[0] == pytest.approx(start, rel=1e-12)
+    end = loss_of(residual, net)
+    assert end < 1e-2 * start, (losses, end)
+    if line_search == "grid":  # the grid includes eta = 2^-30 ~ no step: never worse
+        assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise([*losses, end]))
+    assert opt.state[net[0].weight]["step"] == 6
+    assert opt.jacobian_path == "matrix-free"
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizers_train_a_tiny_pinn(name):
+    cls, kwargs = OPTIMIZERS[name]
+    net, system_fn, residual_fn = pinn_1d()
+    start = loss_of(residual_fn, net)
+    opt = cls(net.named_parameters(), system_fn, residual_fn=residual_fn, **kwargs)
+    for _ in range(10):
+        opt.step()
+    assert opt.jacobian_path == "materialized"
+    assert loss_of(residual_fn, net) < 0.5 * start
+
+
+def test_float32_works():
+    net, residual = regression(dtype=torch.float32)
+    start = loss_of(residual, net)
+    opt = slt.SNGD(net.named_parameters(), residual_fn=residual, rank=10, damping=1e-4)
+    for _ in range(5):
+        opt.step()
+    assert net[0].weight.dtype == torch.float32
+    assert loss_of(residual, net) < 0.5 * start
+    assert opt.state[net[0].weight]["loss"].dtype == torch.float32
+
+
+def test_sngd_with_full_rank_takes_the_engd_step():
+    """rank >= P: the Nystrom approximation is G itself, so the damped directions agree."""
+    steps = {}
+    for name, cls, extra in (("sngd", slt.SNGD, {"rank": 19}), ("engd", slt.ENGD, {})):
+        net, residual = regression()
+        before = snapshot(net)
+        opt = cls(
+            net.named_parameters(), residual_fn=residual, damping=1e-3, line_search=None, **extra
+        )
+        opt.step()
+        steps[name] = torch.cat(
+            [(v.detach() - before[k]).reshape(-1) for k, v in net.named_parameters()]
+        )
+    torch.testing.assert_close(steps["sngd"], steps["engd"], rtol=1e-8, atol=1e-10)
+
+
+def test_engd_woodbury_and_pcg_agree_with_engd():
+    steps = {}
+    for name, cls, extra in (
+        ("engd", slt.ENGD, {}),
+        ("woodbury", slt.ENGDWoodbury, {}),
+        ("pcg", slt.NystromPCG, {"rank": 5, "pcg_rtol": 1e-13, "pcg_maxiter": 200}),
+        ("spring0", slt.SPRING, {"momentum": 0.0}),
+    ):
+        net, residual = regression()
+        before = snapshot(net)
+        opt = cls(
+            net.named_parameters(), residual_fn=residual, damping=1e-2, line_search=None, **extra
+        )
+        opt.step()
+        steps[name] = torch.cat(
+            [(v.detach() - before[k]).reshape(-1) for k, v in net.named_parameters()]
+        )
+    for name in ("woodbury", "pcg", "spring0"):
+        torch.testing.assert_close(steps[name], steps["engd"], rtol=1e-7, atol=1e-10)
+
+
+# -- state and resumption -------------------------------------------------------------
+
+
+def _saved(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("name", ["SNGD", "SPRING", "NystromPCG"])
+def test_resumed_run_is_bit_identical(name):
+    cls, kwargs = OPTIMIZERS[name]
+
+    def make(seed_model=0):
+        net, system_fn, residual_fn = pinn_1d(seed=seed_model)
+        opt = cls(net.named_parameters(), system_fn, residual_fn=residual_fn, seed=7, **kwargs)
+        return net, opt
+
+    net_a, opt_a = make()
+    for _ in range(5):
+        opt_a.step()
+
+    net_b, opt_b = make()
+    for _ in range(2):
+        opt_b.step()
+    model_state, opt_state = _saved(net_b.state_dict()), _saved(opt_b.state_dict())
+    for _ in range(2):  # the interrupted run goes on a little: must not matter
+        opt_b.step()
+
+    net_c, opt_c = make(seed_model=1)  # different initial weights, overwritten by the load
+    net_c.load_state_dict(model_state)
+    opt_c.load_state_dict(opt_state)
+    for _ in range(3):
+        opt_c.step()
+    for (k, a), (_, c) in zip(net_a.named_parameters(), net_c.named_parameters(), strict=True):
+        assert torch.equal(a, c), k
+    assert opt_c.state[net_c[0].weight]["step"] == 5
+
+
+def test_sketches_differ_between_steps_and_seeds():
+    def first_step(seed):
+        net, residual = regression()
+        opt = slt.SNGD(
+            net.named_parameters(), residual_fn=residual, rank=4, damping=1e-6, seed=seed
+        )
+        before = snapshot(net)
+        opt.step()
+        return net[0].weight.detach() - before["0.weight"]
+
+    torch.testing.assert_close(first_step(1), first_step(1), rtol=0, atol=0)
+    assert not torch.equal(first_step(1), first_step(2))
+
+
+def test_generator_argument_and_state_dict_entry():
+    net, residual = regression()
+    gen = torch.Generator().manual_seed(3)
+    opt = slt.SNGD(
+        net.named_parameters(), residual_fn=residual, rank=4, damping=1e-6, generator=gen
+    )
+    assert opt.generator is gen
+    state0 = gen.get_state().clone()
+    opt.step()
+    assert not torch.equal(gen.get_state(), state0)
+    sd = opt.state_dict()
+    assert torch.equal(sd["sketch_generator"], gen.get_state())
+    assert sd["param_groups"][0]["param_names"][0] == "0.weight"
+    with pytest.raises(TypeError, match=r"torch\.Generator"):
+        slt.SNGD(net.named_parameters(), residual_fn=residual, rank=4, damping=1e-6, generator=3)
+
+
+# -- torch conventions ------------------------------------------------------------------
+
+
+def test_param_groups_scale_the_direction_and_share_the_rest():
+    net, residual = regression()
+    before = snapshot(net)
+    groups = [
+        {"params": list(net[0].named_parameters(prefix="0"))},
+        {"params": list(net[2].named_parameters(prefix="2")), "lr": 0.0},
+    ]
+    with pytest.raises(ValueError, match=r"lr must be a finite float > 0, got 0\.0"):
+        slt.ENGD(groups, residual_fn=residual, line_search=None)
+    groups[1]["lr"] = 1e-300
+    opt = slt.ENGD(groups, residual_fn=residual, damping=1e-3, line_search=None)
+    opt.step()
+    assert not torch.equal(net[0].weight.detach(), before["0.weight"])
+    torch.testing.assert_close(net[2].weight.detach(), before["2.weight"], rtol=0, atol=1e-200)
+    opt.param_groups[1]["damping"] = 1.0
+    with pytest.raises(ValueError, match="'damping' must be equal in every parameter group"):
+        opt.step()
+
+
+def test_unnamed_parameters_are_keyed_by_position_and_closure_is_returned():
+    x = torch.zeros(3, dtype=F64, requires_grad=True)
+    A = torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+
+    def residual(p):
+        return A @ p[0] - 1.0
+
+    opt = slt.ENGD([x], residual_fn=residual)
+    assert opt.step(lambda: "closure value") == "closure value"
+    ref = torch.linalg.lstsq(A, torch.ones(8, dtype=F64)).solution
+    torch.testing.assert_close(x.detach(), ref, rtol=1e-10, atol=1e-12)  # one GN step: exact
+    opt.zero_grad()
+
+
+def test_frozen_parameters_are_passed_but_not_optimized():
+    net, system_fn, residual_fn = pinn_1d()
+    net[0].bias.requires_grad_(False)
+    before = snapshot(net)
+    opt = slt.SNGD(
+        net.named_parameters(), system_fn, residual_fn=residual_fn, rank=10, damping=1e-8
+    )
+    opt.step()
+    assert torch.equal(net[0].bias.detach(), before["0.bias"])
+    assert not torch.equal(net[0].weight.detach(), before["0.weight"])
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_bad_residuals_raise_and_leave_parameters_unchanged():
+    net, residual = regression()
+    before = snapshot(net)
+    bad = {
+        "2-D": (lambda p: residual(p)[:, None], ValueError, "1-D residual"),
+        "non-finite": (lambda p: residual(p) / 0.0, ValueError, "non-finite"),
+        "not a tensor": (lambda p: residual(p).tolist(), TypeError, "torch.Tensor"),
+        "dtype": (lambda p: residual(p).float(), TypeError, "dtype"),
+    }
+    for label, (fn, error, match) in bad.items():
+        opt = slt.SNGD(
+            net.named_parameters(), residual_fn=fn, rank=5, damping=1e-8, line_search=None
+        )
+        with pytest.raises(error, match=match):
+            opt.step()
+        assert_unchanged(net, before)
+        assert "step" not in opt.state[net[0].weight], label
+
+
+def test_bad_system_fn_output_raises():
+    net, residual = regression()
+    before = snapshot(net)
+
+    def wrong_shape(p):
+        r, J = slt.jacobian_operator(residual, p)
+        return r[:-1], J
+
+    opt = slt.ENGD(net.named_parameters(), wrong_shape, residual_fn=residual)
+    with pytest.raises(ValueError, match="expected"):
+        opt.step()
+    opt = slt.ENGD(net.named_parameters(), lambda p: residual(p), residual_fn=residual)
+    with pytest.raises(TypeError, match=r"\(r, J\)"):
+        opt.step()
+    opt = slt.ENGD(net.named_parameters(), lambda p: (residual(p), None), residual_fn=residual)
+    with pytest.raises(TypeError, match="LinearOperator"):
+        opt.step()
+    assert_unchanged(net, before)
+
+
+def test_non_finite_direction_raises_and_restores_the_generator():
+    net, residual = regression()
+    before = snapshot(net)
+
+    def nan_jacobian(p):
+        r, J = slt.jacobian_operator(residual, p)
+        return r, sl.aslinearoperator(J.to_dense() * torch.nan)
+
+    opt = slt.SNGD(
+        net.named_parameters(),
+        nan_jacobian,
+        residual_fn=residual,
+        rank=5,
+        damping=1e-8,
+    )
+    gen_state = opt.generator.get_state().clone()
+    with pytest.raises((FloatingPointError, ValueError)):
+        opt.step()
+    assert_unchanged(net, before)
+    assert torch.equal(opt.generator.get_state(), gen_state)
+
+
+def test_constructor_errors_name_the_argument():
+    net, residual = regression()
+    params = list(net.named_parameters())
+    frozen = [(k, v.detach()) for k, v in params]
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        slt.ENGD(frozen, residual_fn=residual)
+    with pytest.raises(ValueError, match=r"rank must be <= P = 19.*got 20"):
+        slt.SNGD(params, residual_fn=residual, rank=20, damping=1e-8)
+    with pytest.raises(ValueError, match="damping must be > 0"):
+        slt.SNGD(params, residual_fn=residual, rank=5, damping=0.0)
+    slt.SNGD(params, residual_fn=residual, rank=5, damping=0.0, inverse="projected")
+    with pytest.raises(ValueError, match="damping must be a finite float >= 0"):
+        slt.ENGD(params, residual_fn=residual, damping=-1.0)
+    with pytest.raises(ValueError, match="line_search"):
+        slt.ENGD(params, residual_fn=residual, line_search="wolfe")
+    with pytest.raises(ValueError, match="needs residual_fn"):
+        slt.ENGD(params, lambda p: slt.jacobian_operator(residual, p))
+    with pytest.raises(TypeError, match="system_fn"):
+        slt.ENGD(params)
+    with pytest.raises(ValueError, match="momentum"):
+        slt.SPRING(params, residual_fn=residual, damping=1e-6, momentum=1.0)
+
+
+# -- the example ------------------------------------------------------------------------------
+
+
+def test_poisson_example_runs_small(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "torch_poisson2d", ROOT / "examples" / "torch_poisson2d.py"
+    )
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--steps", "3", "--width", "12", "--n-interior", "6", "--n-side", "5"]
+    out = example.main([*argv, "--rank", "30", "--n-eval", "20", "--eval-every", "3"])
+    text = capsys.readouterr().out
+    assert out["steps"] == 3 and math.isfinite(out["error"])
+    assert text.count("\nstep ") == 3 and "L2 error" in text
+    assert text.splitlines()[-1].startswith("final: 3 iterations")
+    interior, boundary = example.collocation(30, 30, F64)
+    assert interior.shape == (900, 2) and boundary.shape == (120, 2)
+    assert len({tuple(p) for p in boundary.tolist()}) == 120  # every corner once
+    assert copy.deepcopy(out) == out
