@@ -26,6 +26,7 @@ Array = Any
 METHODS = ("auto", "dense", "woodbury", "nystrom", "nystrom-pcg", "kernel-nystrom")
 DEFAULT_RANK = 100
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes
+PCG_ITERATIONS_ASSUMED = 20
 
 
 class DirectionInfo(NamedTuple):
@@ -68,23 +69,30 @@ def choose_method(
     memory_budget: int | None = None,
     materialized: bool = False,
 ) -> tuple[str, str]:
-    """The rule behind ``method="auto"``: the cheapest method that fits in memory.
+    """The rule behind ``method="auto"``: the cheapest accurate method that fits in memory.
+
+    ``auto`` returns the damped Gauss–Newton direction ``(J^T J + mu I)^{-1} J^T r`` to
+    working accuracy, so it chooses among the exact methods: ``"woodbury"``, ``"dense"``
+    and ``"nystrom-pcg"`` (exact up to its tolerance, with the sketch as preconditioner).
+    The plain sketch (``"nystrom"``, SNGD) is an approximation whose accuracy depends on
+    ``rank`` versus the effective dimension: ask for it explicitly.
 
     Flop and memory models (``N`` residuals, ``P`` parameters, sketch size ``l``; one
     product with ``J`` or ``J^T`` counted as ``2 N P`` flops per column):
 
-    ============== ================================== ==========================
-    method         flops                              memory (entries)
-    ============== ================================== ==========================
-    woodbury       ``M + N^2 P + N^3 / 3``            ``N P + N^2``
-    dense          ``M + N P^2 + P^3 / 3``            ``N P + P^2``
-    nystrom        ``4 N P l + 3 P l^2``              ``3 P l + N l``
-    ============== ================================== ==========================
+    ============== ======================================== ==========================
+    method         flops                                    memory (entries)
+    ============== ======================================== ==========================
+    woodbury       ``M + N^2 P + N^3 / 3``                  ``N P + N^2``
+    dense          ``M + N P^2 + P^3 / 3``                  ``N P + P^2``
+    nystrom-pcg    ``4 N P l + 3 P l^2 + 4 N P k``          ``3 P l + N l + 5 P``
+    ============== ======================================== ==========================
 
     where ``M = 2 N P min(N, P)`` is the cost of materializing ``J`` (zero when ``J`` is
-    already an array). An exact method (woodbury or dense) is chosen when it fits in
-    ``memory_budget`` and costs no more than the sketch; otherwise ``"nystrom"``.
-    ``benchmarks/linalg.py`` measures these choices against the measured fastest.
+    already an array) and ``k = 20`` PCG iterations are assumed (a Nystrom preconditioner
+    of size ``l >= 2 d_eff(mu)`` needs a handful; ``benchmarks/results/linalg.md`` has
+    measured counts). An exact dense method is chosen when it fits in ``memory_budget``
+    and costs no more than Nystrom-PCG; otherwise ``"nystrom-pcg"``.
 
     Parameters
     ----------
@@ -110,20 +118,22 @@ def choose_method(
         "woodbury": (M + N * N * P + N**3 / 3, N * P + N * N),
         "dense": (M + N * P * P + P**3 / 3, N * P + P * P),
     }
-    sketch_cost = 4.0 * N * P * l + 3.0 * P * l * l
+    pcg_cost = 4.0 * N * P * l + 3.0 * P * l * l + 4.0 * N * P * PCG_ITERATIONS_ASSUMED
     fitting = {m: c for m, (c, mem) in costs.items() if mem * itemsize <= budget}
     if fitting:
         best = min(fitting, key=lambda m: fitting[m])
-        if fitting[best] <= sketch_cost:
+        if fitting[best] <= pcg_cost:
             return best, (
                 f"auto: {best} is exact and cheapest (~{fitting[best]:.2g} flops vs "
-                f"~{sketch_cost:.2g} for a rank-{l} sketch)"
+                f"~{pcg_cost:.2g} for Nystrom-PCG with a rank-{l} preconditioner)"
             )
-        return "nystrom", (
-            f"auto: nystrom (~{sketch_cost:.2g} flops) is cheaper than {best} "
+        return "nystrom-pcg", (
+            f"auto: nystrom-pcg (~{pcg_cost:.2g} flops) is cheaper than {best} "
             f"(~{fitting[best]:.2g})"
         )
-    return "nystrom", f"auto: nystrom, since no exact method fits in {budget / 2**30:.3g} GiB"
+    return "nystrom-pcg", (
+        f"auto: nystrom-pcg, since no dense exact method fits in {budget / 2**30:.3g} GiB"
+    )
 
 
 def natural_gradient_direction(
@@ -158,7 +168,8 @@ def natural_gradient_direction(
       preconditioner of ``G_hat``: exact up to ``rtol``.
     * ``"kernel-nystrom"``: the sketch in residual space, ``J^T (K_hat + mu I)^{-1} r``
       with ``K_hat = nystrom(kernel(J), rank)``.
-    * ``"auto"``: :func:`choose_method`.
+    * ``"auto"``: :func:`choose_method` (woodbury, dense or nystrom-pcg: always the
+      accurate damped direction).
 
     All of them equal the ENGD direction ``G^+ g`` as ``mu -> 0`` on ``range(G)`` when the
     rank reaches ``rank(G)``. With a fixed method (not ``"auto"`` with data-dependent

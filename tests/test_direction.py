@@ -145,11 +145,16 @@ def test_choose_method_rule():
     assert sl.choose_method(900, 4417, rank=300, materialized=True)[0] == "woodbury"
     # many residuals, few parameters: the dense P x P Gram matrix
     assert sl.choose_method(100_000, 200, rank=100, materialized=True)[0] == "dense"
-    # a million parameters: nothing exact fits in memory
+    # a million parameters: no dense method fits in 2 GiB
     method, reason = sl.choose_method(900, 1_000_000, rank=100)
-    assert (method == "nystrom" and "fits" in reason) or "cheaper" in reason
-    # a tiny budget rules out every exact method
-    assert sl.choose_method(50, 50, memory_budget=1000)[0] == "nystrom"
+    assert method == "nystrom-pcg"
+    assert "fits" in reason
+    # many columns, J only as products: materializing it costs more than PCG
+    method, reason = sl.choose_method(2000, 20_000, rank=100, memory_budget=2**40)
+    assert method == "nystrom-pcg"
+    assert "cheaper" in reason
+    # a tiny budget rules out every dense method
+    assert sl.choose_method(50, 50, memory_budget=1000)[0] == "nystrom-pcg"
 
 
 @given(beta=st.floats(0.0, 0.95), seed=st.integers(0, 2**31 - 1))

@@ -90,7 +90,10 @@ def test_nystrom_pcg_beats_cg_by_10x_and_stays_flat(backend64, mu):
     assert 2 * float(backend64.to_numpy(approx.effective_dimension(mu))) <= 200
     plain = sl.pcg(Ab, bb, mu=mu, rtol=1e-8, maxiter=20 * n)
     pre = sl.pcg(Ab, bb, mu=mu, rtol=1e-8, preconditioner=sl.nystrom_preconditioner(approx, mu))
-    assert plain.converged and pre.converged, (plain.message, pre.message)
+    assert pre.converged, pre.message
+    # plain CG at cond = 1e8 may meet rtol only in its recurrence (status 5, "inaccurate":
+    # the true residual stalls just above 1e-8); its count is then a lower bound
+    assert int(backend64.to_numpy(plain.status)) in (0, 5), plain.message
     assert pre.iterations * 10 <= plain.iterations, (pre.iterations, plain.iterations)
     assert pre.iterations <= 5
     x = backend64.to_numpy(pre.x)
