@@ -16,6 +16,9 @@ Low-rank approximation
 Solvers and directions
     :func:`pcg`, :func:`nystrom_preconditioner`, :func:`natural_gradient_direction`,
     :func:`spring_direction`, :func:`choose_method`.
+Nonlinear least squares
+    :func:`least_squares` (scipy-compatible Levenberg–Marquardt around the directions),
+    :class:`LeastSquaresResult`.
 """
 
 from ._adaptive import AdaptiveNystromResult, adaptive_nystrom
@@ -27,6 +30,7 @@ from ._direction import (
     spring_direction,
 )
 from ._estimate import estimate_error
+from ._least_squares import LeastSquaresResult, least_squares
 from ._lowrank import LowRankPSD
 from ._nystrom import nystrom
 from ._operator import FunctionOperator, LinearOperator, aslinearoperator, gram, kernel
@@ -44,6 +48,7 @@ __all__ = [
     "DefaultSampler",
     "DirectionInfo",
     "FunctionOperator",
+    "LeastSquaresResult",
     "LinearOperator",
     "LowRankPSD",
     "PCGResult",
@@ -56,6 +61,7 @@ __all__ = [
     "estimate_error",
     "gram",
     "kernel",
+    "least_squares",
     "natural_gradient_direction",
     "nystrom",
     "nystrom_preconditioner",

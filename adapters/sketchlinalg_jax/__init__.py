@@ -7,6 +7,7 @@ ENGD-Woodbury, Nystrom-PCG, SPRING). Natural-gradient work wants float64:
 """
 
 from ._diffops import LAPLACIAN_METHODS, divergence, gradient, laplacian, time_derivative
+from ._least_squares import JACOBIAN_MODES, least_squares
 from ._linesearch import armijo_line_search, grid_line_search
 from ._operators import JacobianOperator, jacobian_operator
 from ._optim import (
@@ -22,6 +23,7 @@ from ._optim import (
 from ._pinn import PATHS, PINNSystem, Term, pinn_residual, pinn_system
 
 __all__ = [
+    "JACOBIAN_MODES",
     "LAPLACIAN_METHODS",
     "LINE_SEARCHES",
     "PATHS",
@@ -37,6 +39,7 @@ __all__ = [
     "gradient",
     "jacobian_operator",
     "laplacian",
+    "least_squares",
     "natural_gradient",
     "nystrom_pcg",
     "pinn_residual",

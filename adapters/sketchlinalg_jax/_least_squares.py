@@ -50,7 +50,7 @@ def least_squares(
       JVPs / VJPs, ``chunk_size`` columns at a time, compiled once as functions of the
       parameters and the block), for models too large to materialize; the solver then uses
       :func:`sketchlinalg.natural_gradient_direction`
-      (``direction="auto"`` chooses an exact or a sketched method) with Nielsen's damping and
+      (``direction="auto"`` chooses an exact method or Nystrom-PCG) with Nielsen's damping and
       ``x_scale=1`` unless given.
     * ``"auto"``: ``"dense"`` when ``m n <= dense_limit``, else ``"operator"`` (``m`` from
       ``jax.eval_shape``, without evaluating ``fun``).
@@ -92,7 +92,7 @@ def least_squares(
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> from sketchlinalg_jax._least_squares import least_squares
+    >>> from sketchlinalg_jax import least_squares
     >>> t = jnp.linspace(0.0, 3.0, 20)
     >>> y = 2.0 * jnp.exp(-1.3 * t)
     >>> res = least_squares(lambda p: p["a"] * jnp.exp(-p["b"] * t) - y, {"a": 1.0, "b": 1.0})
