@@ -114,29 +114,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     terms = make_terms(args.n_side)
     system = functools.partial(slj.pinn_system, mlp, terms=terms)
     residual = functools.partial(slj.pinn_residual, mlp, terms=terms)
+    common: dict[str, Any] = {
+        "damping": args.damping,
+        "residual_fn": residual,
+        "line_search": args.line_search,
+    }
     factories = {
-        "sngd": lambda: slj.sngd(
-            system,
-            rank=args.rank,
-            damping=args.damping,
-            residual_fn=residual,
-            seed=args.seed,
-            line_search=args.line_search,
-        ),
-        "nystrom-pcg": lambda: slj.nystrom_pcg(
-            system,
-            rank=args.rank,
-            damping=args.damping,
-            residual_fn=residual,
-            seed=args.seed,
-            line_search=args.line_search,
-        ),
-        "engd": lambda: slj.engd(
-            system, damping=args.damping, residual_fn=residual, line_search=args.line_search
-        ),
-        "engd-woodbury": lambda: slj.engd_woodbury(
-            system, damping=args.damping, residual_fn=residual, line_search=args.line_search
-        ),
+        "sngd": lambda: slj.sngd(system, rank=args.rank, seed=args.seed, **common),
+        "nystrom-pcg": lambda: slj.nystrom_pcg(system, rank=args.rank, seed=args.seed, **common),
+        "engd": lambda: slj.engd(system, **common),
+        "engd-woodbury": lambda: slj.engd_woodbury(system, **common),
     }
     opt = factories[args.optimizer]()
     state = opt.init(params)

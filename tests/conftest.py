@@ -115,10 +115,3 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def backend64(request: pytest.FixtureRequest) -> Backend:
     """Every backend, float64 only (for statistical and convergence claims)."""
     return Backend(request.param, "float64", _load(request.param))
-
-
-def psd_with_spectrum(eigenvalues: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A random PSD matrix ``Q diag(lam) Q^T`` (float64) and its orthonormal ``Q``."""
-    n = len(eigenvalues)
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
-    return (q * eigenvalues) @ q.T, q

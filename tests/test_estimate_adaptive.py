@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import psd_with_spectrum
+from spectra import psd_with_spectrum
 
 import sketchlinalg as sl
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import psd_with_spectrum
 from hypothesis import given
 from hypothesis import strategies as st
+from spectra import psd_with_spectrum
 
 import sketchlinalg as sl
 
