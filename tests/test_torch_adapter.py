@@ -4,7 +4,6 @@ SciPy interop (optimizers: test_torch_optim.py)."""
 from __future__ import annotations
 
 import inspect
-import itertools
 import math
 
 import numpy as np
@@ -16,20 +15,11 @@ torch = pytest.importorskip("torch", reason="torch not installed")
 slt = pytest.importorskip("sketchlinalg_torch", reason="sketchlinalg_torch not importable")
 
 from torch.func import jacrev  # noqa: E402
+from torch_nets import mlp  # noqa: E402
 
 import sketchlinalg as sl  # noqa: E402
 
 F64 = torch.float64
-
-
-def mlp(widths, seed=0, dtype=F64):
-    torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(itertools.pairwise(widths)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers).to(dtype)
 
 
 def dense_jacobian(fn, params):

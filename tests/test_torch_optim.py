@@ -15,6 +15,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch not installed")
 slt = pytest.importorskip("sketchlinalg_torch", reason="sketchlinalg_torch not importable")
 
+from torch_nets import mlp  # noqa: E402
+
 import sketchlinalg as sl  # noqa: E402
 
 F64 = torch.float64
@@ -27,16 +29,6 @@ OPTIMIZERS = {
     "NystromPCG": (slt.NystromPCG, {"rank": 10, "damping": 1e-6}),
     "SPRING": (slt.SPRING, {"damping": 1e-6, "momentum": 0.5}),
 }
-
-
-def mlp(widths, seed=0, dtype=F64):
-    torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(itertools.pairwise(widths)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers).to(dtype)
 
 
 def regression(dtype=F64, seed=0):
