@@ -250,6 +250,12 @@ def natural_gradient_direction(
             memory_budget=memory_budget,
             materialized=J.is_materialized,
         )
+        if method == "nystrom-pcg" and not _dispatch.is_tracing(mu) and float(mu) == 0:
+            raise ValueError(
+                "method='auto' with damping=0: the pseudo-inverse needs a dense exact method "
+                f"(dense or woodbury), but {reason.removeprefix('auto: ')}; use damping > 0, "
+                "a larger memory_budget, or method='nystrom' with inverse='projected'"
+            )
 
     if method in ("dense", "woodbury"):
         Jd = J.to_dense()

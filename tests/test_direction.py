@@ -140,6 +140,18 @@ def test_auto_follows_choose_method(backend64):
     assert "auto:" in info.message
 
 
+def test_auto_with_zero_damping_needs_an_exact_method(backend64):
+    rng = np.random.default_rng(2)
+    J, r = rng.standard_normal((30, 40)), rng.standard_normal(30)  # rank 30, well conditioned
+    Jb, rb = backend64.asarray(J), backend64.asarray(r)
+    d, info = sl.natural_gradient_direction(Jb, rb, damping=0.0)
+    assert info.method in ("dense", "woodbury")
+    ref = np.linalg.pinv(J.T @ J) @ (J.T @ r)
+    np.testing.assert_allclose(backend64.to_numpy(d), ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="damping=0"):
+        sl.natural_gradient_direction(Jb, rb, damping=0.0, memory_budget=100)
+
+
 def test_choose_method_rule():
     # few residuals: the residual-space solve is exact and cheap
     assert sl.choose_method(900, 4417, rank=300, materialized=True)[0] == "woodbury"
