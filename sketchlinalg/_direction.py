@@ -26,7 +26,8 @@ Array = Any
 METHODS = ("auto", "dense", "woodbury", "nystrom", "nystrom-pcg", "kernel-nystrom")
 DEFAULT_RANK = 100
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes
-PCG_ITERATIONS_ASSUMED = 20
+PCG_ITERATIONS_ASSUMED = 50
+MATVEC_PENALTY = 5.0  # matrix-vector flops cost ~5x matrix-matrix flops (measured, linalg.md)
 
 
 class DirectionInfo(NamedTuple):
@@ -85,14 +86,18 @@ def choose_method(
     ============== ======================================== ==========================
     woodbury       ``M + N^2 P + N^3 / 3``                  ``N P + N^2``
     dense          ``M + N P^2 + P^3 / 3``                  ``N P + P^2``
-    nystrom-pcg    ``4 N P l + 3 P l^2 + 4 N P k``          ``3 P l + N l + 5 P``
+    nystrom-pcg    ``4 N P l + 12 P l^2 + c 4 N P k``       ``3 P l + N l + 5 P``
     ============== ======================================== ==========================
 
     where ``M = 2 N P min(N, P)`` is the cost of materializing ``J`` (zero when ``J`` is
-    already an array) and ``k = 20`` PCG iterations are assumed (a Nystrom preconditioner
-    of size ``l >= 2 d_eff(mu)`` needs a handful; ``benchmarks/results/linalg.md`` has
-    measured counts). An exact dense method is chosen when it fits in ``memory_budget``
-    and costs no more than Nystrom-PCG; otherwise ``"nystrom-pcg"``.
+    already an array), ``12 P l^2`` counts the Cholesky solve and SVD of the sketch,
+    ``k = 50`` PCG iterations are assumed, and ``c = 5`` weighs their matrix-vector
+    products, which run at about a fifth of the flop rate of the matrix-matrix products
+    of the dense methods. These constants come from ``benchmarks/linalg.py`` (the
+    "auto" section of ``benchmarks/results/linalg.md``: with ``k = 20, c = 1`` the rule
+    picked Nystrom-PCG where dense/woodbury were 2.5-8x faster). An exact dense method is
+    chosen when it fits in ``memory_budget`` and costs no more than Nystrom-PCG;
+    otherwise ``"nystrom-pcg"``.
 
     Parameters
     ----------
@@ -118,7 +123,9 @@ def choose_method(
         "woodbury": (M + N * N * P + N**3 / 3, N * P + N * N),
         "dense": (M + N * P * P + P**3 / 3, N * P + P * P),
     }
-    pcg_cost = 4.0 * N * P * l + 3.0 * P * l * l + 4.0 * N * P * PCG_ITERATIONS_ASSUMED
+    pcg_cost = (
+        4.0 * N * P * l + 12.0 * P * l * l + MATVEC_PENALTY * 4.0 * N * P * PCG_ITERATIONS_ASSUMED
+    )
     fitting = {m: c for m, (c, mem) in costs.items() if mem * itemsize <= budget}
     if fitting:
         best = min(fitting, key=lambda m: fitting[m])
