@@ -13,6 +13,7 @@ optax = pytest.importorskip("optax")
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import sketchlinalg_jax as slj  # noqa: E402
+from example_loader import load_example  # noqa: E402
 
 import sketchlinalg as sl  # noqa: E402
 
@@ -300,14 +301,7 @@ def test_float32_params_work():
 
 
 def test_poisson_example_runs(capsys):
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "jax_poisson2d.py"
-    spec = importlib.util.spec_from_file_location("jax_poisson2d", path)
-    assert spec is not None and spec.loader is not None
-    ex = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ex)
+    ex = load_example("jax_poisson2d")
     summary = ex.main(["--steps", "4", "--rank", "40", "--n-side", "8", "--width", "16"])
     assert summary["steps"] == 4 and summary["skipped"] == 0
     assert summary["rel_l2"] < 1.0 and summary["n_points"] == 8 * 8 + 4 * 8

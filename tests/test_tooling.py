@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from example_loader import load_example
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,12 +31,7 @@ def test_tool_is_clean(cmd):
 
 
 def test_nystrom_demo_runs(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "nystrom_demo", ROOT / "examples" / "nystrom_demo.py"
-    )
-    assert spec is not None and spec.loader is not None
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_example("nystrom_demo")
     # The sketched inverse is accurate when ||G - G_hat|| << mu: with eigenvalues 0.81^i,
     # rank 60 leaves ~0.81^60 = 3e-6, against mu = 1e-3.
     demo.main(["--n-residuals", "120", "--n-params", "80", "--rank", "60", "--damping", "1e-3"])

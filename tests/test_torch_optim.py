@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import io
 import itertools
 import math
-import pathlib
 
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch not installed")
 slt = pytest.importorskip("sketchlinalg_torch", reason="sketchlinalg_torch not importable")
 
+from example_loader import load_example  # noqa: E402
 from torch_nets import mlp  # noqa: E402
 
 import sketchlinalg as sl  # noqa: E402
 
 F64 = torch.float64
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 OPTIMIZERS = {
     "SNGD": (slt.SNGD, {"rank": 10, "damping": 1e-6}),
@@ -372,12 +370,7 @@ def test_constructor_errors_name_the_argument():
 
 
 def test_poisson_example_runs_small(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "torch_poisson2d", ROOT / "examples" / "torch_poisson2d.py"
-    )
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("torch_poisson2d")
     argv = ["--steps", "3", "--width", "12", "--n-interior", "6", "--n-side", "5"]
     out = example.main([*argv, "--rank", "30", "--n-eval", "20", "--eval-every", "3"])
     text = capsys.readouterr().out
