@@ -38,7 +38,17 @@ _ENV_VARS = (
     "XLA_FLAGS",
     "JAX_ENABLE_X64",
 )
-_PACKAGES = ("numpy", "scipy", "scikit-learn", "jax", "jaxlib", "array-api-compat", "sketchlinalg")
+_PACKAGES = (
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "jax",
+    "jaxlib",
+    "optax",
+    "torch",
+    "array-api-compat",
+    "sketchlinalg",
+)
 
 
 def time_call(fn: Callable[[], T]) -> tuple[float, T]:

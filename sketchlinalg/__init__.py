@@ -16,6 +16,9 @@ Low-rank approximation
 Solvers and directions
     :func:`pcg`, :func:`nystrom_preconditioner`, :func:`natural_gradient_direction`,
     :func:`spring_direction`, :func:`choose_method`.
+Memory
+    :func:`estimate_memory`, :func:`memory_plan`, :class:`MemoryEstimate`: peak bytes of
+    each direction method and Jacobian path, the model behind ``auto``'s memory check.
 Nonlinear least squares
     :func:`least_squares` (scipy-compatible Levenberg–Marquardt around the directions),
     :class:`LeastSquaresResult`.
@@ -32,6 +35,7 @@ from ._direction import (
 from ._estimate import estimate_error
 from ._least_squares import LeastSquaresResult, least_squares
 from ._lowrank import LowRankPSD
+from ._memory import JACOBIAN_PATHS, MEMORY_METHODS, MemoryEstimate, estimate_memory, memory_plan
 from ._nystrom import nystrom
 from ._operator import FunctionOperator, LinearOperator, aslinearoperator, gram, kernel
 from ._pcg import PCGResult, pcg
@@ -42,6 +46,8 @@ from ._sketch import SKETCH_KINDS, sketch_matrix
 __version__ = "0.1.0"
 
 __all__ = [
+    "JACOBIAN_PATHS",
+    "MEMORY_METHODS",
     "METHODS",
     "SKETCH_KINDS",
     "AdaptiveNystromResult",
@@ -51,6 +57,7 @@ __all__ = [
     "LeastSquaresResult",
     "LinearOperator",
     "LowRankPSD",
+    "MemoryEstimate",
     "PCGResult",
     "PortableSampler",
     "Sampler",
@@ -59,9 +66,11 @@ __all__ = [
     "aslinearoperator",
     "choose_method",
     "estimate_error",
+    "estimate_memory",
     "gram",
     "kernel",
     "least_squares",
+    "memory_plan",
     "natural_gradient_direction",
     "nystrom",
     "nystrom_preconditioner",

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 from . import _dispatch
 from ._estimate import estimate_error
+from ._memory import estimate_memory
 from ._nystrom import nystrom
 from ._operator import LinearOperator, aslinearoperator, gram, kernel
 from ._pcg import pcg
@@ -78,16 +79,17 @@ def choose_method(
     The plain sketch (``"nystrom"``, SNGD) is an approximation whose accuracy depends on
     ``rank`` versus the effective dimension: ask for it explicitly.
 
-    Flop and memory models (``N`` residuals, ``P`` parameters, sketch size ``l``; one
-    product with ``J`` or ``J^T`` counted as ``2 N P`` flops per column):
+    Flop model (``N`` residuals, ``P`` parameters, sketch size ``l``; one product with
+    ``J`` or ``J^T`` counted as ``2 N P`` flops per column); memory comes from
+    :func:`estimate_memory` (the method's peak, ``J`` included):
 
-    ============== ======================================== ==========================
-    method         flops                                    memory (entries)
-    ============== ======================================== ==========================
-    woodbury       ``M + N^2 P + N^3 / 3``                  ``N P + N^2``
-    dense          ``M + N P^2 + P^3 / 3``                  ``N P + P^2``
-    nystrom-pcg    ``4 N P l + 12 P l^2 + c 4 N P k``       ``3 P l + N l + 5 P``
-    ============== ======================================== ==========================
+    ============== ========================================
+    method         flops
+    ============== ========================================
+    woodbury       ``M + N^2 P + N^3 / 3``
+    dense          ``M + N P^2 + P^3 / 3``
+    nystrom-pcg    ``4 N P l + 12 P l^2 + c 4 N P k``
+    ============== ========================================
 
     where ``M = 2 N P min(N, P)`` is the cost of materializing ``J`` (zero when ``J`` is
     already an array), ``12 P l^2`` counts the Cholesky solve and SVD of the sketch,
@@ -96,8 +98,9 @@ def choose_method(
     of the dense methods. These constants come from ``benchmarks/linalg.py`` (the
     "auto" section of ``benchmarks/results/linalg.md``: with ``k = 20, c = 1`` the rule
     picked Nystrom-PCG where dense/woodbury were 2.5-8x faster). An exact dense method is
-    chosen when it fits in ``memory_budget`` and costs no more than Nystrom-PCG;
-    otherwise ``"nystrom-pcg"``.
+    chosen when it fits in ``memory_budget`` and costs no more than Nystrom-PCG (or
+    Nystrom-PCG does not fit); otherwise ``"nystrom-pcg"``. A method that does not fit is
+    never chosen: when none fits, ``ValueError`` says how much the smallest needs.
 
     Parameters
     ----------
@@ -115,31 +118,52 @@ def choose_method(
     Returns
     -------
     (method, reason) : tuple of str
+
+    Raises
+    ------
+    ValueError
+        When not even Nystrom-PCG fits in ``memory_budget``.
     """
     N, P, l = n_residuals, n_params, min(rank, n_params)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    path = "materialized" if materialized else "matrix-free"
     M = 0.0 if materialized else 2.0 * N * P * min(N, P)
-    costs = {
-        "woodbury": (M + N * N * P + N**3 / 3, N * P + N * N),
-        "dense": (M + N * P * P + P**3 / 3, N * P + P * P),
+    flops = {
+        "woodbury": M + N * N * P + N**3 / 3,
+        "dense": M + N * P * P + P**3 / 3,
+        "nystrom-pcg": 4.0 * N * P * l
+        + 12.0 * P * l * l
+        + MATVEC_PENALTY * 4.0 * N * P * PCG_ITERATIONS_ASSUMED,
     }
-    pcg_cost = (
-        4.0 * N * P * l + 12.0 * P * l * l + MATVEC_PENALTY * 4.0 * N * P * PCG_ITERATIONS_ASSUMED
-    )
-    fitting = {m: c for m, (c, mem) in costs.items() if mem * itemsize <= budget}
+    memory = {
+        m: estimate_memory(m, N, P, rank=l, jacobian=path, itemsize=itemsize, memory_budget=budget)
+        for m in flops
+    }
+    pcg_cost = flops["nystrom-pcg"]
+    fitting = {m: flops[m] for m in ("woodbury", "dense") if memory[m].fits}
     if fitting:
         best = min(fitting, key=lambda m: fitting[m])
-        if fitting[best] <= pcg_cost:
+        if fitting[best] <= pcg_cost or not memory["nystrom-pcg"].fits:
             return best, (
-                f"auto: {best} is exact and cheapest (~{fitting[best]:.2g} flops vs "
-                f"~{pcg_cost:.2g} for Nystrom-PCG with a rank-{l} preconditioner)"
+                f"auto: {best} is exact and cheapest that fits (~{fitting[best]:.2g} flops, "
+                f"~{memory[best].bytes / 2**20:.4g} MiB, vs ~{pcg_cost:.2g} flops for "
+                f"Nystrom-PCG with a rank-{l} preconditioner)"
             )
         return "nystrom-pcg", (
             f"auto: nystrom-pcg (~{pcg_cost:.2g} flops) is cheaper than {best} "
             f"(~{fitting[best]:.2g})"
         )
-    return "nystrom-pcg", (
-        f"auto: nystrom-pcg, since no dense exact method fits in {budget / 2**30:.3g} GiB"
+    if memory["nystrom-pcg"].fits:
+        return "nystrom-pcg", (
+            f"auto: nystrom-pcg (~{memory['nystrom-pcg'].bytes / 2**20:.4g} MiB), since no "
+            f"dense exact method fits in {budget / 2**30:.3g} GiB"
+        )
+    raise ValueError(
+        f"method='auto': no accurate method fits memory_budget={budget} bytes "
+        f"({budget / 2**30:.3g} GiB) for N={N}, P={P}, rank={l}, {path} Jacobian: the "
+        "smallest, nystrom-pcg, needs about "
+        f"{memory['nystrom-pcg'].bytes / 2**30:.3g} GiB (sketchlinalg.memory_plan lists "
+        "every configuration); raise memory_budget, lower rank, or choose method='nystrom'"
     )
 
 

@@ -116,12 +116,20 @@ def solve_triangular(xp: Any, L: Array, B: Array, *, lower: bool) -> Array:
 def cholesky(xp: Any, M: Array) -> Array | None:
     """Lower Cholesky factor of ``M``, or ``None`` when the factorization fails.
 
-    Eager only: numpy, torch and array-api-strict raise on failure, JAX and CuPy
-    return NaN; both are mapped to ``None``. Under tracing the caller must not use it.
+    Eager only: numpy, torch and array-api-strict raise on failure, JAX returns NaN; both
+    are mapped to ``None``. CuPy by default returns cuSOLVER's partial factor, finite and
+    wrong, when ``M`` is not positive definite: it runs with ``cupyx.errstate(linalg=
+    "raise")`` so that the failure raises ``LinAlgError`` instead. Under tracing the caller
+    must not use it.
     """
     try:
-        L = xp.linalg.cholesky(M)
-    except (ValueError, RuntimeError, ArithmeticError):
+        if backend_name(xp) == "cupy":
+            cupyx = importlib.import_module("cupyx")  # cupy is loaded: its arrays reached us
+            with cupyx.errstate(linalg="raise"):
+                L = xp.linalg.cholesky(M)
+        else:
+            L = xp.linalg.cholesky(M)
+    except (ValueError, RuntimeError, ArithmeticError):  # LinAlgError is a ValueError
         return None
     if not bool(xp.all(xp.isfinite(L))):
         return None
@@ -208,9 +216,12 @@ def native_random(
         fn = torch.randn if kind == "normal" else torch.rand
         return fn(shape, generator=gen, dtype=dtype, device=device)
     if name == "cupy":
+        # Philox: a counter-based generator whose per-thread states start in O(1); the
+        # default XORWOW pays a skip-ahead per state at every construction. The states are
+        # allocated on the current device, so the generator is built inside the context.
         cp = _module("cupy")
-        gen = cp.random.default_rng(s64)
         with cp.cuda.Device(device.id if device is not None else None):
+            gen = cp.random.Generator(cp.random.Philox4x3210(s64))
             if kind == "normal":
                 return gen.standard_normal(shape, dtype=dtype)
             return gen.random(shape, dtype=dtype)

@@ -7,7 +7,7 @@ returns an array, and that derives independent child streams with :meth:`Sampler
 Nothing is global: the same sampler gives the same array every time.
 
 * :class:`DefaultSampler` (what an ``int`` seed becomes) uses the backend's own generator
-  (NumPy PCG64, ``torch.Generator``, ``jax.random``, CuPy) and falls back to
+  (NumPy PCG64, ``torch.Generator``, ``jax.random``, CuPy's Philox) and falls back to
   :class:`PortableSampler` for any other namespace (array-api-strict, ...).
 * :class:`PortableSampler` is written in array-API integer arithmetic only: a counter-based
   hash (each entry is a pure function of seed, stream and index), so it gives the same
@@ -120,9 +120,9 @@ class DefaultSampler(Sampler):
     """The sampler an integer seed becomes: the backend's native generator.
 
     NumPy uses PCG64, PyTorch a ``torch.Generator`` on the target device, JAX
-    ``jax.random`` (with a key from the seed, or the key itself), CuPy its default
-    generator; other namespaces use :class:`PortableSampler`. Each draw builds a fresh
-    generator from ``(seed, stream)``, so nothing is stateful.
+    ``jax.random`` (with a key from the seed, or the key itself), CuPy a Philox4x32-10
+    generator on the target device; other namespaces use :class:`PortableSampler`. Each
+    draw builds a fresh generator from ``(seed, stream)``, so nothing is stateful.
 
     Parameters
     ----------

@@ -148,7 +148,12 @@ def test_auto_with_zero_damping_needs_an_exact_method(backend64):
     assert info.method in ("dense", "woodbury")
     ref = np.linalg.pinv(J.T @ J) @ (J.T @ r)
     np.testing.assert_allclose(backend64.to_numpy(d), ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())
+    # A budget that holds Nystrom-PCG at rank 2 but neither dense method: PCG needs mu > 0.
+    budget = sl.estimate_memory("nystrom-pcg", 30, 40, rank=2).bytes
+    assert not sl.estimate_memory("woodbury", 30, 40, memory_budget=budget).fits
     with pytest.raises(ValueError, match="damping=0"):
+        sl.natural_gradient_direction(Jb, rb, damping=0.0, rank=2, memory_budget=budget)
+    with pytest.raises(ValueError, match="no accurate method fits"):
         sl.natural_gradient_direction(Jb, rb, damping=0.0, memory_budget=100)
 
 
@@ -157,16 +162,20 @@ def test_choose_method_rule():
     assert sl.choose_method(900, 4417, rank=300, materialized=True)[0] == "woodbury"
     # many residuals, few parameters: the dense P x P Gram matrix
     assert sl.choose_method(100_000, 200, rank=100, materialized=True)[0] == "dense"
-    # a million parameters: no dense method fits in 2 GiB
-    method, reason = sl.choose_method(900, 1_000_000, rank=100)
+    # a million parameters: no dense method fits in 8 GiB, the rank-100 preconditioner does
+    method, reason = sl.choose_method(900, 1_000_000, rank=100, memory_budget=8 * 2**30)
     assert method == "nystrom-pcg"
     assert "fits" in reason
+    # ... and in the default 2 GiB not even its P x l sketch fits: an error, not a crash later
+    with pytest.raises(ValueError, match="no accurate method fits"):
+        sl.choose_method(900, 1_000_000, rank=100)
     # many columns, J only as products: materializing it costs more than PCG
     method, reason = sl.choose_method(2000, 20_000, rank=100, memory_budget=2**40)
     assert method == "nystrom-pcg"
     assert "cheaper" in reason
-    # a tiny budget rules out every dense method
-    assert sl.choose_method(50, 50, memory_budget=1000)[0] == "nystrom-pcg"
+    # a budget that holds nothing: an error that says what the smallest method needs
+    with pytest.raises(ValueError, match="nystrom-pcg, needs about"):
+        sl.choose_method(50, 50, memory_budget=1000)
 
 
 @given(beta=st.floats(0.0, 0.95), seed=st.integers(0, 2**31 - 1))

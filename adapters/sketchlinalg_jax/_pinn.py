@@ -165,25 +165,45 @@ def pinn_system(
         )
         return PINNSystem(r, J, "matrix-free")
 
-    rows, blocks = [], []
+    # J is assembled in place: every term (in chunks of ``chunk_size`` points) writes its
+    # rows into one preallocated N x P buffer, so under jit the peak is J plus one chunk's
+    # per-point gradients, not J twice (which concatenating per-term blocks would cost).
+    r = jnp.zeros((N,), flat.dtype)
+    Jd = jnp.zeros((N, P), flat.dtype)
+    offset = 0
     for t in terms:
         row = _row_fn(model, t)
 
         def value_and_grad(x: jax.Array, row: Any = row) -> tuple[jax.Array, jax.Array]:
             return jax.value_and_grad(lambda th: row(unravel(th), x))(flat)
 
-        if chunk_size is None or t.points.shape[0] <= chunk_size:
-            rk, Jk = jax.vmap(value_and_grad)(t.points)
+        batched = jax.vmap(value_and_grad)
+        n = t.points.shape[0]
+        c = n if chunk_size is None else min(chunk_size, n)
+        if c == n:
+            rk, Jk = batched(t.points)
+            r = jax.lax.dynamic_update_slice(r, rk, (offset,))
+            Jd = jax.lax.dynamic_update_slice(Jd, Jk, (offset, 0))
         else:
-            n = t.points.shape[0]
-            n_chunks = math.ceil(n / chunk_size)
-            pts = jnp.pad(t.points, ((0, n_chunks * chunk_size - n), (0, 0)), mode="edge")
-            rk, Jk = jax.lax.map(jax.vmap(value_and_grad), pts.reshape(n_chunks, chunk_size, -1))
-            rk, Jk = rk.reshape(-1)[:n], Jk.reshape(-1, P)[:n]
-        rows.append(rk)
-        blocks.append(Jk)
-    r = check_residual(jnp.concatenate(rows), "pinn_system")
-    Jd = jnp.concatenate(blocks, axis=0)
+
+            def body(
+                i: jax.Array,
+                carry: tuple[jax.Array, jax.Array],
+                batched: Any = batched,
+                t: Term = t,
+                n: int = n,
+                c: int = c,
+                offset: int = offset,
+            ) -> tuple[jax.Array, jax.Array]:
+                r, Jd = carry
+                start = jnp.minimum(i * c, n - c)  # the last chunk overlaps the one before
+                rk, Jk = batched(jax.lax.dynamic_slice_in_dim(t.points, start, c))
+                r = jax.lax.dynamic_update_slice(r, rk, (offset + start,))
+                return r, jax.lax.dynamic_update_slice(Jd, Jk, (offset + start, 0))
+
+            r, Jd = jax.lax.fori_loop(0, math.ceil(n / c), body, (r, Jd))
+        offset += n
+    r = check_residual(r, "pinn_system")
     J = JacobianOperator(
         lambda X: Jd @ X,
         lambda Y: Jd.T @ Y,

@@ -273,7 +273,11 @@ def pinn_system(
         )
         return PINNSystem(r, J, "matrix-free")
 
-    rows_J, rows_r = [], []
+    # Rows are written into one preallocated N x P matrix (not concatenated at the end), so
+    # the peak is J plus one chunk of per-point gradients.
+    M = torch.empty((N, P), dtype=layout.dtype, device=layout.device)
+    r = torch.empty((N,), dtype=layout.dtype, device=layout.device)
+    offset = 0
     with torch.no_grad():
         for i, term in enumerate(terms):
             label = f"terms[{i}]"
@@ -293,9 +297,9 @@ def pinn_system(
                         f"{label}.residual must return a scalar per point (shape ()), got "
                         f"{tuple(vals.shape[1:])}"
                     )
-                rows_J.append(layout.flatten_batch(grads) * scale)
-                rows_r.append(vals * scale)
-        M = torch.cat(rows_J)
-        r = torch.cat(rows_r)
+                rows = slice(offset + s, offset + s + vals.shape[0])
+                torch.mul(layout.flatten_batch(grads), scale, out=M[rows])
+                torch.mul(vals, scale, out=r[rows])
+            offset += pts.shape[0]
     r = check_residual(r, "pinn_system: the terms' residual", layout.dtype)
     return PINNSystem(r, matrix_operator(M, layout), "materialized")

@@ -1,0 +1,163 @@
+"""PyTorch runner of the PINN benchmark: torch.optim Adam / L-BFGS and sketchlinalg_torch's
+optimizers."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import sketchlinalg_torch as slt
+import torch
+
+from .optimizers import OptimizerSpec
+from .problems import Problem
+
+__all__ = ["TorchTrainer", "make_mlp"]
+
+
+def make_mlp(widths: list[int], seed: int) -> torch.nn.Module:
+    """A float64 tanh MLP with ``torch.nn.Linear``'s default initialization."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers.append(torch.nn.Linear(a, b, dtype=torch.float64))
+        if i < len(widths) - 2:
+            layers.append(torch.nn.Tanh())
+    torch.random.set_rng_state(gen_state)  # leave the global generator as it was
+    return torch.nn.Sequential(*layers)
+
+
+def _scalar(x: Any) -> float:
+    """A Python float of a loss (a tensor that may carry autograd history, or a number)."""
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
+
+
+class TorchTrainer:
+    """One (problem, optimizer) pair in PyTorch, float64."""
+
+    def __init__(self, problem: Problem, spec: OptimizerSpec, *, seed: int, quick: bool) -> None:
+        self.problem = problem
+        self.spec = spec
+        self.quick = quick
+        self.rng = np.random.default_rng(seed)
+        self.model = make_mlp(problem.quick_widths if quick else problem.widths, seed)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.terms = self._draw()
+        self.n_points = sum(int(t.points.shape[0]) for t in self.terms)
+        kind, s = spec.kind, spec.settings
+        params = list(self.model.parameters())
+        self.scheduler: Any = None
+        if kind == "adam":
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=s["lr"])
+            gamma = s["decay"] ** (1.0 / s["decay_steps"])
+            self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma)
+        elif kind == "lbfgs":
+            self.opt = torch.optim.LBFGS(
+                params,
+                lr=1.0,
+                max_iter=5,
+                history_size=s["history"],
+                tolerance_grad=0.0,
+                tolerance_change=0.0,
+                line_search_fn="strong_wolfe",
+            )
+        else:
+            self.opt = self._natural_gradient(seed)
+
+    def _draw(self) -> list[slt.Term]:
+        out = []
+        for spec, pts in zip(
+            self.problem.terms, self.problem.points(self.rng, self.quick), strict=True
+        ):
+
+            def residual(u: Any, x: torch.Tensor, spec: Any = spec) -> Any:
+                return spec.residual(torch, slt, u, x)
+
+            out.append(slt.Term(residual, torch.as_tensor(pts), spec.weight, spec.name))
+        return out
+
+    def _system(self, params: Any) -> Any:
+        return slt.pinn_system(self.model, params, self.terms)
+
+    def _residual(self, params: Any) -> torch.Tensor:
+        return slt.pinn_residual(self.model, params, self.terms)
+
+    def _natural_gradient(self, seed: int) -> slt.NaturalGradient:
+        s, kind = self.spec.settings, self.spec.kind
+        common: dict[str, Any] = {
+            "residual_fn": self._residual,
+            "damping": s["damping"],
+            "seed": seed,
+        }
+        named = self.model.named_parameters()
+        if kind == "engd":
+            return slt.ENGD(named, self._system, **common)
+        if kind == "engd-woodbury":
+            return slt.ENGDWoodbury(named, self._system, **common)
+        if kind == "spring":
+            return slt.SPRING(named, self._system, momentum=s["momentum"], **common)
+        rank = min(s["rank"], self.n_params)
+        if kind == "sngd":
+            return slt.SNGD(
+                named,
+                self._system,
+                rank=rank,
+                inverse=s["inverse"],
+                oversample=s["oversample"],
+                **common,
+            )
+        if kind == "nystrom-pcg":
+            return slt.NystromPCG(
+                named,
+                self._system,
+                rank=rank,
+                pcg_rtol=s["rtol"],
+                pcg_maxiter=s["maxiter"],
+                **common,
+            )
+        raise ValueError(f"not a natural-gradient kind: {kind!r}")
+
+    def _closure(self) -> torch.Tensor:
+        self.opt.zero_grad()
+        r = slt.pinn_residual(self.model, None, self.terms)
+        loss = 0.5 * torch.dot(r, r)
+        loss.backward()
+        return loss
+
+    def step(self) -> tuple[float, float | None]:
+        if self.problem.resample:
+            self.terms = self._draw()
+        kind = self.spec.kind
+        if kind == "adam":
+            loss = self._closure()
+            self.opt.step()
+            self.scheduler.step()
+            return float(loss.detach()), None
+        out: Any
+        if kind == "lbfgs":
+            out = self.opt.step(self._closure)  # type: ignore[arg-type]  # returns the loss
+            return _scalar(out), None
+        out = self.opt.step()
+        first = next(iter(self.model.parameters()))
+        return _scalar(out), float(self.opt.state[first]["step_size"])
+
+    def loss(self) -> float:
+        with torch.no_grad():
+            r = self._residual(None)
+        return 0.5 * float(torch.dot(r, r))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.model(torch.as_tensor(X)).reshape(-1).numpy()
+
+    def extra(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "dtype": "float64",
+            "versions": {"torch": torch.__version__},
+            "torch_threads": torch.get_num_threads(),
+        }
+        if isinstance(self.opt, slt.NaturalGradient):
+            out["jacobian_path"] = self.opt.jacobian_path
+        return out

@@ -1,0 +1,117 @@
+"""Optimizer configurations of the PINN benchmark, shared by the JAX and PyTorch runners.
+
+An optimizer is named ``kind[:key=value,...]`` on the command line, e.g. ``sngd:rank=300``
+or ``adam:lr=1e-3``; a few short names (``sngd-r100``, ``sngd-r300``) stand for common
+settings. Every setting not given takes the default below, the same in both frameworks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULTS", "DEFAULT_LIST", "KINDS", "OptimizerSpec", "parse_optimizers"]
+
+#: Default settings of each kind. Damping ``mu`` is the Tikhonov shift of the Gauss–Newton
+#: system; ``1e-10`` keeps the solves at float64 working accuracy on these problems.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    # Adam with an exponentially decayed learning rate: lr * decay^(step / decay_steps).
+    "adam": {"lr": 1e-3, "decay": 0.1, "decay_steps": 10_000},
+    # L-BFGS with a strong-Wolfe (zoom) line search.
+    "lbfgs": {"history": 50},
+    # Dense ENGD, fast form: Cholesky of G + mu I (P x P), grid line search.
+    "engd": {"damping": 1e-10},
+    # ENGD in residual space (Woodbury): Cholesky of J J^T + mu I (N x N).
+    "engd-woodbury": {"damping": 1e-10},
+    # SNGD: rank-l Nystrom G_hat, fresh Gaussian sketch each step.
+    "sngd": {"rank": 300, "damping": 1e-10, "inverse": "woodbury", "oversample": 0},
+    # CG on G + mu I with a rank-l Nystrom preconditioner.
+    "nystrom-pcg": {"rank": 100, "damping": 1e-10, "maxiter": 100, "rtol": 1e-10},
+    # SPRING: Woodbury form with momentum.
+    "spring": {"damping": 1e-10, "momentum": 0.5},
+}
+KINDS = tuple(DEFAULTS)
+# At rank 100 (below d_eff(1e-10) of the Poisson 2D Gram matrix, benchmarks/results/pinn)
+# the Woodbury inverse scales the gradient outside the sketched range by 1/mu = 1e10 and the
+# line search stalls at eta ~ 1e-9 (measured: relative L2 0.36 after 120 s); the projected
+# inverse is the rank-l Newton step on the sketched range.
+_ALIASES = {"sngd-r100": "sngd:rank=100;inverse=projected", "sngd-r300": "sngd:rank=300"}
+DEFAULT_LIST = "adam,lbfgs,engd,engd-woodbury,sngd-r100,sngd-r300,nystrom-pcg,spring"
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A named optimizer configuration.
+
+    Attributes
+    ----------
+    label : str
+        Name in tables and plots (the command-line spelling).
+    kind : str
+        One of :data:`KINDS`.
+    settings : dict
+        Every setting of the kind, defaults filled in.
+    """
+
+    label: str
+    kind: str
+    settings: dict[str, Any]
+
+    @property
+    def natural_gradient(self) -> bool:
+        """Whether this is one of the Gauss–Newton / natural-gradient methods."""
+        return self.kind not in ("adam", "lbfgs")
+
+
+def _value(text: str, default: Any, where: str) -> Any:
+    if isinstance(default, str):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: expected a number, got {text!r}") from None
+    if isinstance(default, int) and not isinstance(default, bool):
+        if value != int(value):
+            raise ValueError(f"{where}: expected an integer, got {text!r}")
+        return int(value)
+    return value
+
+
+def parse_optimizers(text: str) -> list[OptimizerSpec]:
+    """Parse a comma-separated list such as ``"adam,sngd:rank=100;damping=1e-8,engd"``.
+
+    Settings inside one entry are separated by ``;`` (``,`` separates entries).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or setting, naming the valid ones.
+    """
+    specs = []
+    for raw in (s.strip() for s in text.split(",")):
+        if not raw:
+            continue
+        label = raw
+        entry = _ALIASES.get(raw, raw)
+        kind, _, rest = entry.partition(":")
+        if kind not in DEFAULTS:
+            raise ValueError(
+                f"optimizer {raw!r}: unknown kind {kind!r}; expected one of "
+                f"{', '.join(KINDS + tuple(_ALIASES))}"
+            )
+        settings = dict(DEFAULTS[kind])
+        for item in filter(None, (s.strip() for s in rest.split(";"))):
+            key, eq, val = item.partition("=")
+            if not eq or key not in settings:
+                raise ValueError(
+                    f"optimizer {raw!r}: setting {item!r} is not key=value with key one of "
+                    f"{sorted(settings)}"
+                )
+            settings[key] = _value(val, settings[key], f"optimizer {raw!r}, {key}")
+        specs.append(OptimizerSpec(label, kind, settings))
+    if not specs:
+        raise ValueError("no optimizer given")
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"optimizers repeat a name: {labels}")
+    return specs
