@@ -126,7 +126,7 @@ def choose_method(
     """
     N, P, l = n_residuals, n_params, min(rank, n_params)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-    path = "materialized" if materialized else "matrix-free"
+    path = "array" if materialized else "matrix-free"
     M = 0.0 if materialized else 2.0 * N * P * min(N, P)
     flops = {
         "woodbury": M + N * N * P + N**3 / 3,
@@ -158,12 +158,12 @@ def choose_method(
             f"auto: nystrom-pcg (~{memory['nystrom-pcg'].bytes / 2**20:.4g} MiB), since no "
             f"dense exact method fits in {budget / 2**30:.3g} GiB"
         )
+    needs = ", ".join(f"{m} ~{memory[m].bytes / 2**30:.3g} GiB" for m in memory)
     raise ValueError(
         f"method='auto': no accurate method fits memory_budget={budget} bytes "
-        f"({budget / 2**30:.3g} GiB) for N={N}, P={P}, rank={l}, {path} Jacobian: the "
-        "smallest, nystrom-pcg, needs about "
-        f"{memory['nystrom-pcg'].bytes / 2**30:.3g} GiB (sketchlinalg.memory_plan lists "
-        "every configuration); raise memory_budget, lower rank, or choose method='nystrom'"
+        f"({budget / 2**30:.3g} GiB) for N={N}, P={P}, rank={l}, {path} Jacobian ({needs}; "
+        "sketchlinalg.memory_plan lists every configuration); raise memory_budget, lower "
+        "rank, or choose method='nystrom'"
     )
 
 

@@ -10,6 +10,7 @@ __all__ = ["JACOBIAN_PATHS", "MEMORY_METHODS", "MemoryEstimate", "estimate_memor
 
 MEMORY_METHODS = ("dense", "woodbury", "nystrom", "nystrom-pcg", "kernel-nystrom")
 JACOBIAN_PATHS = ("materialized", "matrix-free")
+_JACOBIANS = (*JACOBIAN_PATHS, "array")
 
 #: Working copies of the ``P x l`` sketch in the Nystrom algorithm at its peak: the test
 #: matrix Omega, Y = A Omega, Y_nu = Y + nu Omega, B = Y_nu C^{-1}, and U plus the SVD's
@@ -33,7 +34,7 @@ class MemoryEstimate(NamedTuple):
     method : str
         Direction method (:data:`MEMORY_METHODS`).
     jacobian : str
-        Jacobian path (:data:`JACOBIAN_PATHS`).
+        Jacobian path (:data:`JACOBIAN_PATHS`, or ``"array"`` for a given explicit ``J``).
     bytes : int
         Peak bytes: ``max(jacobian build, jacobian + direction)`` plus ``baseline``.
     parts : dict of str to int
@@ -99,7 +100,9 @@ def estimate_memory(
     rank, oversample : int
         Sketch size ``l = rank + oversample`` of the Nystrom methods (capped at the
         dimension they sketch).
-    jacobian : {"materialized", "matrix-free"}
+    jacobian : {"materialized", "matrix-free", "array"}
+        How ``J`` is had: built explicitly from per-point gradients, used through
+        products only, or given as an explicit array (counted, but not built).
     chunk_size : int, optional
         Points per block of a materialized Jacobian (default ``N``: all at once) or columns
         per block of a matrix-free product (default ``l``: one block).
@@ -128,8 +131,8 @@ def estimate_memory(
     """
     if method not in MEMORY_METHODS:
         raise ValueError(f"method must be one of {MEMORY_METHODS}, got {method!r}")
-    if jacobian not in JACOBIAN_PATHS:
-        raise ValueError(f"jacobian must be one of {JACOBIAN_PATHS}, got {jacobian!r}")
+    if jacobian not in _JACOBIANS:
+        raise ValueError(f"jacobian must be one of {_JACOBIANS}, got {jacobian!r}")
     N = check_int(n_residuals, "n_residuals", low=1)
     P = check_int(n_params, "n_params", low=1)
     rank = check_int(rank, "rank", low=1)
@@ -138,9 +141,11 @@ def estimate_memory(
     baseline = check_int(baseline, "baseline", low=0)
     l_param = min(rank + oversample, P)
     l_kernel = min(rank + oversample, N)
-    materialized = jacobian == "materialized" or method in ("dense", "woodbury")
+    materialized = jacobian != "matrix-free" or method in ("dense", "woodbury")
     jac = N * P if materialized else 0
-    if materialized:
+    if jacobian == "array":
+        build = 0
+    elif materialized:
         c = N if chunk_size is None else min(check_int(chunk_size, "chunk_size", low=1), N)
         build = N * P + 2 * c * P
     else:
@@ -163,9 +168,8 @@ def estimate_memory(
     }
     total = max(build, jac + direction) * itemsize + vectors * itemsize + baseline
     fits = None if memory_budget is None else total <= memory_budget
-    return MemoryEstimate(
-        method, "materialized" if materialized else "matrix-free", total, parts, fits
-    )
+    path = "array" if jacobian == "array" else ("materialized" if materialized else "matrix-free")
+    return MemoryEstimate(method, path, total, parts, fits)
 
 
 def memory_plan(

@@ -174,7 +174,7 @@ def test_choose_method_rule():
     assert method == "nystrom-pcg"
     assert "cheaper" in reason
     # a budget that holds nothing: an error that says what the smallest method needs
-    with pytest.raises(ValueError, match="nystrom-pcg, needs about"):
+    with pytest.raises(ValueError, match=r"no accurate method fits .* nystrom-pcg ~"):
         sl.choose_method(50, 50, memory_budget=1000)
 
 
