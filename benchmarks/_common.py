@@ -23,6 +23,7 @@ __all__ = [
     "machine_info",
     "markdown_table",
     "median",
+    "peak_rss_mib",
     "time_call",
     "write_json",
     "write_text",
@@ -49,6 +50,13 @@ _PACKAGES = (
     "array-api-compat",
     "sketchlinalg",
 )
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far [MiB] (``getrusage``; Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_call(fn: Callable[[], T]) -> tuple[float, T]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import machine_info, markdown_table, median, write_json, write_text
+from ._common import machine_info, markdown_table, median, peak_rss_mib, write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRAMEWORKS = ("jax", "torch")
@@ -43,10 +42,6 @@ FRAMEWORKS = ("jax", "torch")
 def n_params(width: int) -> int:
     """Parameters of ``[2, w, w, 1]``."""
     return 3 * width + (width + 1) * width + width + 1
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _current_rss_mib() -> float:
@@ -187,13 +182,13 @@ def _loop(job: dict[str, Any], params: Any, state: Any, one: Any, error: Any, n_
         print(
             f"[scale {job['framework']} P={job['n_params']}] step {len(times):3d}  "
             f"{dt:7.2f} s  loss {loss:.3e}  eta {eta:.1e}  rel.L2 {err:.3e}  "
-            f"peak RSS {_rss_mib() / 1024:.2f} GiB",
+            f"peak RSS {peak_rss_mib() / 1024:.2f} GiB",
             file=sys.stderr,
             flush=True,
         )
         if not math.isfinite(loss):
             break
-    peak = _rss_mib()
+    peak = peak_rss_mib()
     return {
         **job,
         "n_points": n_points,

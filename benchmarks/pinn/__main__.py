@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -200,9 +199,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     record = _run_in_subprocess(job)
                 record["command"] = "python -m benchmarks.pinn " + " ".join(argv)
                 record["machine"] = machine
-                record["env_threads"] = {
-                    k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "XLA_FLAGS")
-                }
                 with out.open("a") as fh:
                     fh.write(json.dumps(_clean(record)) + "\n")
                 records.append(record)

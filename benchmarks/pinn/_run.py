@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 from typing import Any, Protocol
 
 import numpy as np
 
+from .._common import peak_rss_mib
 from .optimizers import OptimizerSpec
 from .problems import Problem
 
@@ -95,11 +95,6 @@ class LiveLine:
         line = "  ".join(p for p in parts if p)
         end = "" if self.tty and not force else "\n"
         print(("\r" if self.tty else "") + line, end=end, file=sys.stderr, flush=True)
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far [MiB] (``getrusage``; Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train(

@@ -284,7 +284,11 @@ def main(argv: list[str] | None = None) -> str:
         + ", ".join(
             sorted(
                 {
-                    " ".join(f"{k}={v}" for k, v in (r.get("env_threads") or {}).items() if v)
+                    " ".join(
+                        f"{k}={v}"
+                        for k, v in r.get("machine", {}).get("env", {}).items()
+                        if v and k in ("OMP_NUM_THREADS", "XLA_FLAGS")
+                    )
                     or "defaults"
                     for r in records
                 }

@@ -18,8 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import sketchlinalg_jax as slj
+
 from .._common import machine_info, write_json
-from ._jax import JaxTrainer, _terms, mlp, np, slj
+from ._jax import JaxTrainer, _terms, mlp
 from ._run import train
 from .optimizers import parse_optimizers
 from .problems import make_problem

@@ -22,8 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import sketchlinalg_jax as slj
+
 from .._common import machine_info, markdown_table, median, write_json, write_text
-from ._jax import _loss, _terms, init_mlp, jax, jnp, mlp, np, optax, slj
+from ._jax import _loss, _natural_gradient, _terms, init_mlp, mlp
 from .optimizers import parse_optimizers
 from .problems import make_problem
 
@@ -57,7 +63,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     points = [jnp.asarray(a) for a in problem.points(np.random.default_rng(0), False)]
     params = init_mlp(jax.random.key(0), problem.widths)
     n_params = sum(int(W.size + b.size) for W, b in params)
-    from ._jax import _natural_gradient
 
     variants: dict[str, Any] = {}
     for rank in (int(r) for r in args.ranks.split(",")):
