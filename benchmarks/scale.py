@@ -2,19 +2,38 @@
 
 Poisson 2D (benchmarks/pinn/problems.py: 30 x 30 interior grid + 120 boundary points,
 N = 1,020) with a wide tanh MLP ``[2, w, w, 1]`` (``P = w^2 + 5 w + 1``: w = 98 gives
-10,095, w = 314 gives 100,167, w = 1000 gives 1,005,001), float64, SNGD (rank-``l`` Nystrom
-of ``G = J^T J`` with the projected inverse, the Jacobian materialized in chunks of points
-straight into one ``N x P`` buffer), Armijo backtracking line search.
+10,095, w = 314 gives 100,167, w = 1000 gives 1,005,001), float64, SNGD: a rank-100 Nystrom
+approximation of ``G = J^T J`` from a Rademacher sketch, the projected inverse with damping
+``mu = 1e-3``, Armijo backtracking; the Jacobian materialized in chunks of points straight
+into one ``N x P`` buffer (JAX: inside the compiled step; PyTorch: ``pinn_system(out=...)``,
+one buffer for all steps).
+
+Settings, and why:
+
+* ``mu = 1e-3``: wide networks start far from the solution, where the Gauss–Newton model is
+  poor along weak directions and tiny ``mu`` makes the line search shrink the step for many
+  steps. At P = 100,167 (JAX, 18 steps) the relative L2 error was 1.7e-2 with ``mu =
+  1e-10``, 3.6e-4 with ``1e-4`` and 9.0e-4 with ``1e-2``.
+* Rademacher sketch: cheaper to draw than Gaussian (``P x 100`` signs: 1.2 s at P = 10^6,
+  normals 2.6 s; JAX, two cores); ``--sketch gaussian`` for the distribution the Nystrom
+  error bounds are stated for.
+* ``--allocator reuse`` (default): the child runs with glibc's malloc told to keep freed
+  memory and to use transparent huge pages (``ALLOCATORS``). On this virtual machine,
+  touching fresh memory is slow (first touch of 8 GB: 1-34 s); building the 1020 x 10^6
+  Jacobian took 25 s in fresh pages and 4.6 s in reused ones.
 
 Every configuration trains in its own subprocess, so that its peak resident memory
 (``getrusage`` maximum RSS, measured, not estimated) is its own. Recorded per run: time of
-the first step (with compilation) and the median of the others, peak RSS, the RSS before
-the first step, the prediction of :func:`sketchlinalg.estimate_memory` (with that RSS as the
-baseline), the relative L2 error on a 100 x 100 grid after the budget, and the error trace.
+the first step and the median of the others (JAX compiles ahead of time, ``compile_s``),
+peak RSS, the RSS before the first step, the prediction of
+:func:`sketchlinalg.estimate_memory` (with that RSS as the baseline), the relative L2 error
+on a 100 x 100 grid after the budget, and the error trace.
 
 Run::
 
-    python -m benchmarks.scale --framework jax --widths 98,314,1000 --budget 600
+    python -m benchmarks.scale --framework jax --widths 1000 --budget 600
+    python -m benchmarks.scale --framework jax,torch --widths 98,314 --budget 120 --append
+    python -m benchmarks.scale --framework torch --widths 1000 --chunk-size 16 --append
     python -m benchmarks.scale --quick          # CI smoke test: tiny widths, 2 steps
 
 Writes ``benchmarks/results/scale.{json,md,png}`` (``scale_quick.*`` with ``--quick``);
@@ -26,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,6 +57,16 @@ from ._common import machine_info, markdown_table, median, peak_rss_mib, write_j
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRAMEWORKS = ("jax", "torch")
+#: Environment of the child process per ``--allocator``. ``reuse``: glibc keeps freed memory
+#: in the process (no ``mmap`` chunks, no trimming) and asks for transparent huge pages, so
+#: the ``N x P`` Jacobian of every step reuses the pages of the step before.
+ALLOCATORS: dict[str, dict[str, str]] = {
+    "reuse": {
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:"
+        "glibc.malloc.trim_threshold=1099511627776"
+    },
+    "system": {},
+}
 
 
 def n_params(width: int) -> int:
@@ -47,8 +77,6 @@ def n_params(width: int) -> int:
 def _current_rss_mib() -> float:
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
@@ -83,16 +111,22 @@ def _run_jax(job: dict[str, Any]) -> dict[str, Any]:
         rank=job["rank"],
         damping=job["damping"],
         inverse=job["inverse"],
+        sketch=job["sketch"],
         residual_fn=residual,
         line_search=job["line_search"],
         seed=0,
     )
     state = opt.init(params)
 
-    @jax.jit
-    def step(params: Any, state: Any) -> Any:
+    def step_fn(params: Any, state: Any) -> Any:
         updates, state = opt.update(None, state, params)
         return optax.apply_updates(params, updates), state
+
+    # Compiled ahead of time: the memory baseline (RSS before the first step) then holds the
+    # compiled program, and the first step's time is the step's, not the compiler's.
+    t0 = time.perf_counter()
+    step = jax.jit(step_fn).lower(params, state).compile()
+    compile_s = time.perf_counter() - t0
 
     X = problem.eval_points(False)
     ref = problem.exact(np, X)
@@ -107,7 +141,8 @@ def _run_jax(job: dict[str, Any]) -> dict[str, Any]:
         jax.block_until_ready(params)
         return params, state, float(state.loss), float(state.step_size)
 
-    return _loop(job, params, state, one, error, sum(int(p.shape[0]) for p in points))
+    n_points = sum(int(p.shape[0]) for p in points)
+    return {**_loop(job, params, state, one, error, n_points), "compile_s": compile_s}
 
 
 def _run_torch(job: dict[str, Any]) -> dict[str, Any]:
@@ -135,15 +170,25 @@ def _run_torch(job: dict[str, Any]) -> dict[str, Any]:
             return spec.residual(torch, slt, u, x)
 
         terms.append(slt.Term(res, torch.as_tensor(pts, dtype=dtype), spec.weight, spec.name))
+    # One N x P buffer for the Jacobian of every step (pinn_system's out=): a fresh 8 GB
+    # tensor per step at P = 10^6 costs page faults and fragments the heap.
+    n_points = sum(int(t.points.shape[0]) for t in terms)
+    buffer = torch.empty((n_points, n_params(job["width"])), dtype=dtype)
     opt = slt.SNGD(
         model.named_parameters(),
         functools.partial(
-            slt.pinn_system, model, terms=terms, path="materialized", chunk_size=job["chunk_size"]
+            slt.pinn_system,
+            model,
+            terms=terms,
+            path="materialized",
+            chunk_size=job["chunk_size"],
+            out=buffer,
         ),
         residual_fn=functools.partial(slt.pinn_residual, model, terms=terms),
         rank=job["rank"],
         damping=job["damping"],
         inverse=job["inverse"],
+        sketch=job["sketch"],
         line_search=job["line_search"],
         seed=0,
     )
@@ -161,7 +206,7 @@ def _run_torch(job: dict[str, Any]) -> dict[str, Any]:
         loss = float(opt.step())
         return params, state, loss, float(opt.state[first]["step_size"])
 
-    return _loop(job, None, None, one, error, sum(int(t.points.shape[0]) for t in terms))
+    return _loop(job, None, None, one, error, n_points)
 
 
 def _loop(job: dict[str, Any], params: Any, state: Any, one: Any, error: Any, n_points: int) -> Any:
@@ -286,6 +331,16 @@ def slope(records: list[dict[str, Any]], fw: str) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def _settings(r: dict[str, Any]) -> str:
+    """The options that produced a record, as command-line flags."""
+    return (
+        f"`--damping {r['damping']:g} --sketch {r.get('sketch', 'gaussian')} "
+        f"--chunk-size {r['chunk_size']} --budget {r['budget']:g} "
+        f"--allocator {r.get('allocator', 'system')}`"
+        + (f" `--max-steps {r['max_steps']}`" if r["max_steps"] < 1000 else "")
+    )
+
+
 def report(out: dict[str, Any], stem: Path) -> str:
     """Markdown table (and the plot) of the records."""
     recs = [with_model(r) for r in out["records"]]
@@ -303,6 +358,7 @@ def report(out: dict[str, Any], stem: Path) -> str:
             f"{r['dense_gram_mib'] / 1024:.3g}",
             f"{r['rel_l2']:.2e}",
             f"{r['wall_s']:.0f}",
+            _settings(r),
         ]
         for r in recs
     ]
@@ -320,6 +376,7 @@ def report(out: dict[str, Any], stem: Path) -> str:
             "dense Gram [GiB]",
             "rel. L2",
             "wall [s]",
+            "settings",
         ],
         rows,
     )
@@ -327,8 +384,10 @@ def report(out: dict[str, Any], stem: Path) -> str:
     m = out["machine"]
     text = (
         "# Scale: SNGD with up to a million parameters\n\n"
-        f"`{out['command']}` on {m.get('cpu_model')}, {m.get('cpu_count')} cores, "
-        f"{m.get('date_utc')}.\n\n{table}\n\n"
+        f"Last command: `{out['command']}` on {m.get('cpu_model')}, {m.get('cpu_count')} "
+        f"cores, {m.get('date_utc')}. Each row's own settings are in its last column "
+        "(`python -m benchmarks.scale --framework F --widths W` with those options).\n\n"
+        f"{table}\n\n"
         + "".join(
             f"- log-log slope of the median step time vs P ({fw}): {s:.2f}\n"
             for fw, s in slopes.items()
@@ -354,10 +413,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--budget", type=float, default=600.0, help="training seconds per width")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--rank", type=int, default=100)
-    p.add_argument("--damping", type=float, default=1e-10)
+    p.add_argument("--damping", type=float, default=1e-3)
     p.add_argument("--inverse", default="projected", choices=("projected", "woodbury"))
     p.add_argument("--line-search", default="armijo", choices=("armijo", "grid"))
-    p.add_argument("--chunk-size", type=int, default=128, help="points per Jacobian chunk")
+    p.add_argument(
+        "--sketch", default="rademacher", choices=("gaussian", "rademacher", "sparse_sign")
+    )
+    p.add_argument(
+        "--allocator",
+        default="reuse",
+        choices=tuple(ALLOCATORS),
+        help="glibc malloc settings of the child process (see the module docstring)",
+    )
+    p.add_argument("--chunk-size", type=int, default=64, help="points per Jacobian chunk")
     p.add_argument("--float32", action="store_true")
     p.add_argument("--quick", action="store_true", help="widths 8,16, 2 steps (CI smoke)")
     p.add_argument("--out", type=Path, default=None, help="output stem (default results/scale)")
@@ -390,7 +458,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "rank": min(args.rank, n_params(w)),
                 "damping": args.damping,
                 "inverse": args.inverse,
+                "sketch": args.sketch,
                 "line_search": args.line_search,
+                "allocator": args.allocator,
                 "chunk_size": args.chunk_size,
                 "dtype": "float32" if args.float32 else "float64",
                 "budget": 30.0 if args.quick else args.budget,
@@ -406,7 +476,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     json.dumps(job),
                     str(path),
                 ]
-                proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], check=False)
+                env = {**os.environ, **ALLOCATORS[args.allocator]}
+                proc = subprocess.run(
+                    cmd, cwd=Path(__file__).resolve().parents[1], env=env, check=False
+                )
                 if proc.returncode != 0 or not path.exists():
                     print(
                         f"[scale] {fw} w={w}: subprocess failed ({proc.returncode})",

@@ -6,12 +6,14 @@ from typing import Any, NamedTuple
 
 from . import _dispatch
 from ._estimate import estimate_error
+from ._lowrank import LowRankPSD
 from ._memory import estimate_memory
-from ._nystrom import nystrom
+from ._nystrom import check_finite_product, nystrom, nystrom_from_sketch
 from ._operator import LinearOperator, aslinearoperator, gram, kernel
 from ._pcg import pcg
 from ._preconditioner import nystrom_preconditioner
 from ._random import Sampler, as_sampler
+from ._sketch import sketch_matrix
 from ._validation import check_int, check_nonnegative
 
 __all__ = [
@@ -51,6 +53,10 @@ class DirectionInfo(NamedTuple):
         ``False`` only when PCG did not converge.
     message : str
         Details: the solver used for exact methods, PCG's message, why ``auto`` chose.
+    gradient : array or None
+        ``g = J^T r`` when the method computed it on the way (``"dense"``, ``"nystrom"``,
+        ``"nystrom-pcg"``), so that a line search needs no second pass over ``J`` for its
+        slope ``g^T d``; ``None`` otherwise.
     """
 
     method: str
@@ -60,6 +66,7 @@ class DirectionInfo(NamedTuple):
     effective_dimension: Any
     converged: Any
     message: str
+    gradient: Any = None
 
 
 def choose_method(
@@ -290,13 +297,15 @@ def natural_gradient_direction(
 
     if method in ("dense", "woodbury"):
         Jd = J.to_dense()
+        g = None
         if method == "dense":
-            d, used = _psd_solve(xp, Jd.T @ Jd, Jd.T @ r, mu)
+            g = Jd.T @ r
+            d, used = _psd_solve(xp, Jd.T @ Jd, g, mu)
         else:
             y, used = _psd_solve(xp, Jd @ Jd.T, r, mu)
             d = Jd.T @ y
         msg = f"{method}: {used}" + (f"; {reason}" if reason else "")
-        return d, DirectionInfo(method, None, None, None, None, True, msg)
+        return d, DirectionInfo(method, None, None, None, None, True, msg, g)
 
     sampler = as_sampler(seed)
     space_dim = N if method == "kernel-nystrom" else P
@@ -305,8 +314,13 @@ def natural_gradient_direction(
         if rank is None
         else check_int(rank, "rank", low=1, high=space_dim)
     )
-    A = kernel(J) if method == "kernel-nystrom" else gram(J)
-    approx = nystrom(A, rank, oversample=oversample, sketch=sketch, seed=sampler)
+    g = None
+    if method == "kernel-nystrom":
+        A = kernel(J)
+        approx = nystrom(A, rank, oversample=oversample, sketch=sketch, seed=sampler)
+    else:
+        A = gram(J)
+        approx, g = _gram_nystrom_and_gradient(J, r, rank, oversample, sketch, sampler)
     err = None
     if error_power_iters:
         err = estimate_error(A, approx, power_iters=error_power_iters, seed=sampler.fold_in(1))
@@ -314,7 +328,7 @@ def natural_gradient_direction(
     iterations: Any = None
     converged: Any = True
     if method == "nystrom":
-        d = approx.solve(J.rmatvec(r), mu, mode=inverse)
+        d = approx.solve(g, mu, mode=inverse)
         msg = f"nystrom: rank {rank}, {inverse} inverse, core {approx.core}"
     elif method == "kernel-nystrom":
         d = J.rmatvec(approx.solve(r, mu, mode=inverse))
@@ -323,7 +337,7 @@ def natural_gradient_direction(
         check_nonnegative(mu, "damping", strict=True, context='method="nystrom-pcg"')
         res = pcg(
             A,
-            J.rmatvec(r),
+            g,
             mu=mu,
             preconditioner=nystrom_preconditioner(approx, mu),
             rtol=rtol,
@@ -333,7 +347,27 @@ def natural_gradient_direction(
         msg = f"nystrom-pcg: rank {rank}; {res.message}"
     if reason:
         msg += f"; {reason}"
-    return d, DirectionInfo(method, rank, err, iterations, deff, converged, msg)
+    return d, DirectionInfo(method, rank, err, iterations, deff, converged, msg, g)
+
+
+def _gram_nystrom_and_gradient(
+    J: LinearOperator, r: Array, rank: int, oversample: int, sketch: str, sampler: Sampler
+) -> tuple[LowRankPSD, Array]:
+    """``nystrom(gram(J), rank)`` and ``g = J^T r`` from one block product with ``J^T``.
+
+    ``Y = J^T (J Omega)`` and ``J^T r`` share the pass over ``J^T``: ``J^T [J Omega, r]``.
+    For a materialized ``N x P`` Jacobian that pass streams the whole matrix from memory,
+    so one pass instead of two saves about as much as a full gradient costs.
+    """
+    xp = J.xp
+    l = min(rank + oversample, J.shape[1])
+    Omega = sketch_matrix(
+        J.shape[1], l, xp=xp, dtype=J.dtype, device=J.device, kind=sketch, seed=sampler
+    )
+    W = J.rmatmat(xp.concat([J.matmat(Omega), r[:, None]], axis=1))
+    Y, g = W[:, :l], W[:, l]
+    check_finite_product(xp, Y)
+    return nystrom_from_sketch(xp, Omega, Y, rank=rank), g
 
 
 def spring_direction(

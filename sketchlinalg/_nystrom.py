@@ -10,6 +10,7 @@ from ._lowrank import LowRankPSD
 from ._operator import LinearOperator, aslinearoperator
 from ._random import Sampler, as_sampler
 from ._sketch import sketch_matrix
+from ._thin_svd import thin_svd
 from ._validation import check_finite, check_int
 
 __all__ = ["nystrom"]
@@ -160,7 +161,7 @@ def nystrom_from_sketch(
             good, 1.0 / xp.sqrt(xp.where(good, w, xp.ones_like(w))), xp.zeros_like(w)
         )
         B = (Y_nu @ V) * inv_sqrt[None, :]
-    U, S, _ = xp.linalg.svd(B, full_matrices=False)
+    U, S = thin_svd(xp, B)
     lam = xp.maximum(S * S - nu, xp.zeros_like(S))
     return LowRankPSD(U[:, :rank], lam[:rank], shift=nu, core=used)
 

@@ -42,7 +42,11 @@ def sketch_matrix(
     xp, dtype, device
         Namespace, real floating dtype and device of the result.
     kind : {"gaussian", "rademacher", "sparse_sign"}
-        Distribution of the entries (see the module docstring).
+        Distribution of the entries: i.i.d. standard normal (the default, and the one the
+        error bounds of Tropp et al. 2017 are stated for); i.i.d. +-1; or sparse sign, each
+        row holding ``nnz_per_row`` entries +-1/sqrt(nnz_per_row) in distinct random columns
+        (Martinsson & Tropp 2020, section 9.2; stored dense, since the array API has no
+        sparse arrays).
     seed : int, Sampler or JAX key
         Source of randomness (see :func:`as_sampler`). The same seed gives the same matrix.
     nnz_per_row : int, optional

@@ -130,6 +130,19 @@ def test_info_record_of_sketched_methods(backend64):
     np.testing.assert_allclose(backend64.to_numpy(d), ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("method", ["dense", "woodbury", "nystrom", "nystrom-pcg"])
+def test_info_carries_the_gradient_it_computed(backend64, method):
+    """``info.gradient`` is ``J^T r`` (one fused pass for the sketches), or None."""
+    J, r = _problem(40, 30, 1)
+    _, info = sl.natural_gradient_direction(
+        backend64.asarray(J), backend64.asarray(r), damping=1e-3, method=method, rank=10
+    )
+    if method == "woodbury":
+        assert info.gradient is None
+    else:
+        np.testing.assert_allclose(backend64.to_numpy(info.gradient), J.T @ r, rtol=1e-12)
+
+
 def test_auto_follows_choose_method(backend64):
     J, r = _problem(20, 300, 1)
     _, info = sl.natural_gradient_direction(

@@ -177,6 +177,26 @@ def test_pinn_system_matches_jacrev(path, chunk_size):
     torch.testing.assert_close(J.rmatmat(Y), ref.T @ Y, rtol=1e-11, atol=1e-11)
 
 
+def test_pinn_system_writes_into_a_given_buffer():
+    """``out=``: J lands in the caller's buffer (same storage every call), bad buffers raise."""
+    net = mlp([2, 6, 5, 1])
+    terms = poisson_terms()
+    ref = slt.pinn_system(net, None, terms, path="materialized").jacobian.matrix
+    buf = torch.full((11, 59), float("nan"), dtype=F64)
+    for _ in range(2):
+        _, J, used = slt.pinn_system(net, None, terms, path="auto", chunk_size=4, out=buf)
+        assert used == "materialized" and J.matrix.data_ptr() == buf.data_ptr()
+        torch.testing.assert_close(buf, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"out must be a contiguous tensor of shape \(11, 59\)"):
+        slt.pinn_system(net, None, terms, out=torch.empty(11, 58, dtype=F64))
+    with pytest.raises(ValueError, match="contiguous=False"):
+        slt.pinn_system(net, None, terms, out=torch.empty(59, 11, dtype=F64).T)
+    with pytest.raises(ValueError, match="float32"):
+        slt.pinn_system(net, None, terms, out=torch.empty(11, 59, dtype=torch.float32))
+    with pytest.raises(ValueError, match="materialized path"):
+        slt.pinn_system(net, None, terms, path="matrix-free", out=buf)
+
+
 def test_pinn_rows_are_weighted_by_measure_over_count():
     net = mlp([2, 4, 1])
     terms = poisson_terms(n_int=9, n_bdry=4)

@@ -22,6 +22,7 @@ F64 = torch.float64
 
 OPTIMIZERS = {
     "SNGD": (slt.SNGD, {"rank": 10, "damping": 1e-6}),
+    "SNGD-rademacher": (slt.SNGD, {"rank": 10, "damping": 1e-6, "sketch": "rademacher"}),
     "ENGD": (slt.ENGD, {"damping": 1e-6}),
     "ENGDWoodbury": (slt.ENGDWoodbury, {"damping": 1e-6}),
     "NystromPCG": (slt.NystromPCG, {"rank": 10, "damping": 1e-6}),
@@ -358,6 +359,8 @@ def test_constructor_errors_name_the_argument():
         slt.ENGD(params, residual_fn=residual, damping=-1.0)
     with pytest.raises(ValueError, match="line_search"):
         slt.ENGD(params, residual_fn=residual, line_search="wolfe")
+    with pytest.raises(ValueError, match=r"sketch must be one of .*got 'srht'"):
+        slt.SNGD(params, residual_fn=residual, rank=5, damping=1e-6, sketch="srht")
     with pytest.raises(ValueError, match="needs residual_fn"):
         slt.ENGD(params, lambda p: slt.jacobian_operator(residual, p))
     with pytest.raises(TypeError, match="system_fn"):

@@ -40,7 +40,8 @@ def divergence(v: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
 def laplacian(u: Scalar, x: jax.Array, *, method: str = "hessian_trace") -> jax.Array:
     """Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point ``x`` of shape (d,).
 
-    Methods (see the module docstring for the measurement):
+    Methods (measured by ``benchmarks/jax_diffops.py`` under ``vmap`` over points and
+    ``grad`` in the parameters):
 
     * ``"hessian_trace"``: ``trace(jax.hessian(u)(x))``: the full ``d x d`` Hessian
       (forward over reverse); the fastest under a further gradient in the parameters for

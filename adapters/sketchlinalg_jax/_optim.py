@@ -79,6 +79,7 @@ def natural_gradient(
     rank: int | None = None,
     oversample: int = 0,
     inverse: str = "woodbury",
+    sketch: str = "gaussian",
     line_search: str | None = "grid",
     learning_rate: float = 1.0,
     momentum: float = 0.0,
@@ -110,8 +111,10 @@ def natural_gradient(
     residual_fn : callable, optional
         ``params -> r`` without the Jacobian, for the line search (default: the residual
         of ``system_fn``, which also builds a Jacobian per candidate).
-    rank, oversample, inverse
-        Sketch settings (:func:`sketchlinalg.nystrom`, :meth:`LowRankPSD.solve`).
+    rank, oversample, inverse, sketch
+        Sketch settings (:func:`sketchlinalg.nystrom`, :meth:`LowRankPSD.solve`);
+        ``sketch`` is the test-matrix distribution (``"gaussian"``, ``"rademacher"``,
+        ``"sparse_sign"``).
     line_search : {"grid", "armijo", None}
         ENGD's 31-point grid (one batched pass), Armijo backtracking, or a fixed
         ``learning_rate``.
@@ -137,6 +140,8 @@ def natural_gradient(
         raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
     if not damping >= 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
+    if sketch not in sl.SKETCH_KINDS:
+        raise ValueError(f"sketch must be one of {sl.SKETCH_KINDS}, got {sketch!r}")
     if method == "spring" and not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
 
@@ -170,21 +175,24 @@ def natural_gradient(
                 f"{flat.shape[0]} entries"
             )
         key, sub = jax.random.split(state.key)
+        g = None
         if method == "spring":
             d = sl.spring_direction(J, r, state.previous, damping=damping, momentum=momentum)
         else:
-            d, _ = sl.natural_gradient_direction(
+            d, info = sl.natural_gradient_direction(
                 J,
                 r,
                 damping=damping,
                 method=method,
                 rank=rank,
                 oversample=oversample,
+                sketch=sketch,
                 seed=sub,
                 inverse=inverse,
                 rtol=pcg_rtol,
                 maxiter=pcg_maxiter,
             )
+            g = info.gradient
         loss0 = 0.5 * jnp.vdot(r, r)
 
         def loss_fn(theta: jax.Array) -> jax.Array:
@@ -198,7 +206,8 @@ def natural_gradient(
         if line_search == "grid":
             eta, _ = grid_line_search(loss_fn, flat, d, num=grid_size)
         elif line_search == "armijo":
-            eta = armijo_line_search(loss_fn, flat, d, J.rmatvec(r), loss0=loss0)
+            g = J.rmatvec(r) if g is None else g  # the direction's own J^T r when it has one
+            eta = armijo_line_search(loss_fn, flat, d, g, loss0=loss0)
         else:
             eta = jnp.asarray(learning_rate, flat.dtype)
         step = eta * d

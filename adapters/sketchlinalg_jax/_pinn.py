@@ -35,7 +35,7 @@ class Term(NamedTuple):
     weight : float
         Measure of the term's domain (``|Omega|`` for interior points, ``|dOmega|`` for the
         boundary); each row is scaled by ``sqrt(weight / N_k)`` so that ``1/2 ||r||^2`` is a
-        quadrature of the continuous loss (algorithms.md section 1).
+        quadrature of the continuous loss (the Theory page of the documentation).
     name : str
         Label for messages.
     """

@@ -43,7 +43,7 @@ LINE_SEARCHES = ("grid", "armijo", None)
 _METHODS = ("nystrom", "dense", "woodbury", "nystrom-pcg", "spring")
 _INVERSES = ("woodbury", "projected")
 # Options that shape the (joint) direction: they must agree across parameter groups.
-_SHARED = ("damping", "rank", "oversample", "inverse", "line_search", "momentum")
+_SHARED = ("damping", "rank", "oversample", "inverse", "sketch", "line_search", "momentum")
 
 SystemFn = Callable[[dict[Any, torch.Tensor]], Any]
 ResidualFn = Callable[[dict[Any, torch.Tensor]], torch.Tensor]
@@ -70,6 +70,8 @@ def _check_hyperparameters(method: str, h: dict[str, Any], where: str) -> None:
     oversample = h["oversample"]
     if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0:
         raise ValueError(f"{where}: oversample must be an int >= 0, got {oversample!r}")
+    if h["sketch"] not in sl.SKETCH_KINDS:
+        raise ValueError(f"{where}: sketch must be one of {sl.SKETCH_KINDS}, got {h['sketch']!r}")
     if h["inverse"] not in _INVERSES:
         raise ValueError(f"{where}: inverse must be one of {_INVERSES}, got {h['inverse']!r}")
     if h["line_search"] not in LINE_SEARCHES:
@@ -120,8 +122,10 @@ class NaturalGradient(torch.optim.Optimizer):
         ``mu >= 0`` of ``(J^T J + mu I)^{-1}``; ``0`` (pseudo-inverse) is allowed for
         ``"dense"``, ``"woodbury"``, ``"spring"`` and for ``"nystrom"`` with
         ``inverse="projected"``.
-    rank, oversample, inverse
-        Sketch settings of ``"nystrom"`` and ``"nystrom-pcg"`` (``1 <= rank <= P``).
+    rank, oversample, inverse, sketch
+        Sketch settings of ``"nystrom"`` and ``"nystrom-pcg"`` (``1 <= rank <= P``);
+        ``sketch`` is the test-matrix distribution (``"gaussian"``, ``"rademacher"``,
+        ``"sparse_sign"``).
     line_search : {"grid", "armijo", None}
         ENGD's grid ``eta = 2^0 .. 2^-(grid_size-1)`` in one batched pass (argmin),
         Armijo backtracking from ``eta = 1``, or ``eta = 1`` (the step is then ``lr d``).
@@ -177,6 +181,7 @@ class NaturalGradient(torch.optim.Optimizer):
         rank: int | None = None,
         oversample: int = 0,
         inverse: str = "woodbury",
+        sketch: str = "gaussian",
         line_search: str | None = "grid",
         lr: float = 1.0,
         momentum: float = 0.0,
@@ -198,6 +203,7 @@ class NaturalGradient(torch.optim.Optimizer):
             "rank": rank,
             "oversample": oversample,
             "inverse": inverse,
+            "sketch": sketch,
             "line_search": line_search,
             "momentum": momentum,
         }
@@ -377,7 +383,8 @@ class NaturalGradient(torch.optim.Optimizer):
         )
         try:
             d, info = self._direction(dense, r, state, opts, seed, P, dtype)
-            step_dir, eta = self._step_size(named, keys, d, r, J, opts)
+            g = None if info is None else info.gradient
+            step_dir, eta = self._step_size(named, keys, d, r, J, g, opts)
         except BaseException:
             self.generator.set_state(gen_before)  # a failed step consumes no randomness
             raise
@@ -420,6 +427,7 @@ class NaturalGradient(torch.optim.Optimizer):
                 method=self.method,
                 rank=opts["rank"],
                 oversample=opts["oversample"],
+                sketch=opts["sketch"],
                 seed=seed,
                 inverse=opts["inverse"],
                 rtol=self.pcg_rtol,
@@ -440,9 +448,11 @@ class NaturalGradient(torch.optim.Optimizer):
         d: torch.Tensor,
         r: torch.Tensor,
         J: sl.LinearOperator,
+        g: torch.Tensor | None,
         opts: dict[str, Any],
     ) -> tuple[dict[Any, torch.Tensor], float]:
-        """The direction per parameter (times its group's lr) and the step size."""
+        """The direction per parameter (times its group's lr) and the step size; ``g`` is
+        ``J^T r`` when the direction computed it (else one more pass over ``J``)."""
         lrs = {k: g["lr"] for g, k in self._group_of_keys(named)}
         parts = torch.split(d, [named[k].numel() for k in keys])
         step_dir = {
@@ -462,7 +472,7 @@ class NaturalGradient(torch.optim.Optimizer):
             eta, _ = grid_line_search(loss_fn, detached, step_dir, num=self.grid_size)
             return step_dir, float(eta)
         flat_dir = torch.cat([step_dir[k].reshape(-1) for k in keys])
-        slope = torch.dot(J.rmatvec(r), flat_dir)
+        slope = torch.dot(J.rmatvec(r) if g is None else g, flat_dir)
         loss0 = 0.5 * torch.dot(r, r)
         eta = armijo_line_search(loss_fn, detached, step_dir, slope, loss0=loss0, c=self.armijo_c)
         return step_dir, float(eta)

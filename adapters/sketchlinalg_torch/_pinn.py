@@ -43,7 +43,7 @@ class Term(NamedTuple):
     weight : float
         Measure of the term's domain (``|Omega|`` for interior points, ``|dOmega|`` for the
         boundary); each row is scaled by ``sqrt(weight / N_k)`` so that ``1/2 ||r||^2`` is a
-        quadrature of the continuous loss (algorithms.md section 1).
+        quadrature of the continuous loss (the Theory page of the documentation).
     name : str
         Label used in messages.
     """
@@ -203,6 +203,7 @@ def pinn_system(
     path: str = "auto",
     memory_budget: int | None = None,
     chunk_size: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> PINNSystem:
     r"""The weighted PINN residual and its Jacobian over the trainable parameters.
 
@@ -216,7 +217,7 @@ def pinn_system(
     * ``"auto"``: materialized when ``N * P * itemsize <= memory_budget``.
 
     With ``u = model`` at ``params``, row ``i`` of term ``k`` is
-    ``sqrt(weight_k / N_k) * residual_k(u, x_i)`` (algorithms.md section 1).
+    ``sqrt(weight_k / N_k) * residual_k(u, x_i)`` (the Theory page of the documentation).
 
     Parameters
     ----------
@@ -234,6 +235,14 @@ def pinn_system(
     chunk_size : int, optional
         Points per vmapped block (materialized) or columns per block of products
         (matrix-free); default: all at once.
+    out : torch.Tensor of shape (N, P), optional
+        Materialized path: a contiguous tensor of the parameters' dtype and device that
+        receives ``J`` (``path="auto"`` then means ``"materialized"``). Passing the same
+        buffer every step (``functools.partial(pinn_system, ..., out=buffer)``) allocates
+        the ``N x P`` matrix once instead of once per step: for large ``N P`` that saves
+        the page faults of fresh memory and keeps the allocator from fragmenting (measured
+        at ``N P = 10^9``: ``python -m benchmarks.scale --framework torch``). The returned
+        Jacobian views the buffer, so the next call overwrites it.
 
     Returns
     -------
@@ -262,6 +271,28 @@ def pinn_system(
     terms = _check_terms(terms, layout)
     N = sum(t.points.shape[0] for t in terms)
     P = layout.size
+    if out is not None:
+        if path == "matrix-free":
+            raise ValueError('pinn_system: out= is for the materialized path, got "matrix-free"')
+        ok = (
+            isinstance(out, torch.Tensor)
+            and tuple(out.shape) == (N, P)
+            and out.dtype == layout.dtype
+            and out.device == layout.device
+            and out.is_contiguous()
+        )
+        if not ok:
+            got = (
+                f"shape {tuple(out.shape)}, {out.dtype} on {out.device}, "
+                f"contiguous={out.is_contiguous()}"
+                if isinstance(out, torch.Tensor)
+                else type(out).__name__
+            )
+            raise ValueError(
+                f"pinn_system: out must be a contiguous tensor of shape {(N, P)}, "
+                f"{layout.dtype} on {layout.device}; got {got}"
+            )
+        path = "materialized"
     if path == "auto":
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
         itemsize = torch.empty((), dtype=layout.dtype).element_size()
@@ -275,7 +306,7 @@ def pinn_system(
 
     # Rows are written into one preallocated N x P matrix (not concatenated at the end), so
     # the peak is J plus one chunk of per-point gradients.
-    M = torch.empty((N, P), dtype=layout.dtype, device=layout.device)
+    M = torch.empty((N, P), dtype=layout.dtype, device=layout.device) if out is None else out
     r = torch.empty((N,), dtype=layout.dtype, device=layout.device)
     offset = 0
     with torch.no_grad():
