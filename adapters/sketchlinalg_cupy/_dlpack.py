@@ -19,6 +19,8 @@ from typing import Any
 
 import array_api_compat as _compat
 
+from sketchlinalg._dispatch import backend_name as target_name  # one namer for core and adapter
+
 from ._device import cupy_namespace, import_cupy
 
 __all__ = ["dlpack_exchange", "from_jax", "from_torch", "to_jax", "to_torch"]
@@ -52,19 +54,6 @@ def describe_device(device_type: int, device_id: int) -> str:
     """``"CUDA:0"``-style text for a DLPack device."""
     name = _DEVICE_TYPES.get(device_type, f"DLPack device type {device_type}")
     return f"{name}:{device_id}" if device_type not in (1, 3, 11) else name
-
-
-def target_name(xp: Any) -> str:
-    """Short name of the library behind a namespace or module ("cupy", "numpy", ...)."""
-    if _compat.is_cupy_namespace(xp):
-        return "cupy"
-    if _compat.is_numpy_namespace(xp):
-        return "numpy"
-    if _compat.is_torch_namespace(xp):
-        return "torch"
-    if _compat.is_jax_namespace(xp):
-        return "jax"
-    return str(getattr(xp, "__name__", type(xp).__name__))
 
 
 def dtype_name(dtype: Any) -> str:
