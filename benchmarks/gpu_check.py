@@ -573,8 +573,10 @@ def time_jax_sngd(lib: Lib, size: Size, repeats: int, warmup: int) -> dict[str, 
             return carry[0]
 
         result = _timed(call, lib.block, repeats, warmup)
-    fits = size.n_rows * size.n_params * 8 <= 2 * 2**30  # pinn_system's "auto" rule
-    result["jacobian_path"] = "materialized" if fits else "matrix-free"
+    # pinn_system's "auto" rule, the core's
+    result["jacobian_path"] = sl.jacobian_path(
+        size.n_rows, size.n_params, chunk_size=size.chunk_size
+    )
     result["loss"] = float(carry[1].loss)
     return result
 
@@ -616,7 +618,7 @@ def time_hybrid_sngd(
     """SNGD with the JAX model and the core on ``core`` (CuPy): Jacobian products by DLPack.
 
     The residual, the Jacobian products (or the materialized Jacobian, when
-    ``N P`` float64 entries fit in 2 GiB, as ``pinn_system``'s ``auto`` decides) and the
+    :func:`sketchlinalg.jacobian_path` says so, as ``pinn_system``'s ``auto``) and the
     grid line search run in JAX under ``jax.jit``; the sketch, the factorization and the
     solve run on ``core``; the arrays cross by DLPack without a copy.
     """
@@ -630,7 +632,7 @@ def time_hybrid_sngd(
         terms = ex.make_terms(size.n_side)
         theta0, unravel = flatten.ravel_pytree(params)
     N, P = size.n_rows, size.n_params
-    materialize = N * P * 8 <= 2 * 2**30
+    materialize = sl.jacobian_path(N, P, chunk_size=size.chunk_size) == "materialized"
 
     def system(theta: Any, path: str) -> Any:
         return slj.pinn_system(ex.mlp, unravel(theta), terms, path=path, chunk_size=size.chunk_size)
@@ -658,8 +660,10 @@ def time_hybrid_sngd(
             res = residual(t)
             return 0.5 * jnp.vdot(res, res)
 
-        eta, losses = slj.grid_line_search(loss, theta, d)
-        return theta - eta * d, jnp.min(losses)
+        res = sl.grid_line_search(
+            lambda etas: jax.vmap(lambda eta: loss(theta - eta * d))(etas), loss(theta)
+        )
+        return theta - res.step_size * d, res.loss
 
     carry: list[Any] = [theta0, None]
 

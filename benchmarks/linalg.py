@@ -156,7 +156,10 @@ class BenchConfig:
     solve_repeats: int = 5
     solve_budget_s: float = 10.0
     direction_shapes: tuple[tuple[int, int], ...] = (
-        (200, 500), (200, 4000), (1000, 500), (1000, 4000)
+        (200, 500),
+        (200, 4000),
+        (1000, 500),
+        (1000, 4000),
     )
     direction_rank: int = 100
     direction_repeats: int = 5
@@ -384,8 +387,7 @@ def _build_operators(config: BenchConfig, progress: Callable[[str], None]) -> li
             )
             ops.append(op)
             progress(
-                f"operator {name}: n={n}, lam_1={op.eigenvalues[0]:.3g} "
-                f"({op.build_seconds:.2f}s)"
+                f"operator {name}: n={n}, lam_1={op.eigenvalues[0]:.3g} ({op.build_seconds:.2f}s)"
             )
     t0 = time.perf_counter()
     J, info = pinn_jacobian(
@@ -451,39 +453,51 @@ def _rsvd_auto_iters(k: int, n: int) -> int:
 
 LOWRANK_METHODS: tuple[_LowRankMethod, ...] = (
     _LowRankMethod(
-        "nystrom", "nystrom",
+        "nystrom",
+        "nystrom",
         "sketchlinalg.nystrom(aslinearoperator(A, psd=True), k, seed=s): Gaussian sketch "
         "of l = k columns, one product A @ Omega",
-        functools.partial(_run_nystrom, lambda k: 0), lambda k: k,
+        functools.partial(_run_nystrom, lambda k: 0),
+        lambda k: k,
     ),
     _LowRankMethod(
-        "nystrom_os10", "nystrom",
+        "nystrom_os10",
+        "nystrom",
         "same with oversample=10: sketch of l = k + 10 columns, truncated to rank k",
-        functools.partial(_run_nystrom, lambda k: 10), lambda k: k + 10,
+        functools.partial(_run_nystrom, lambda k: 10),
+        lambda k: k + 10,
     ),
     _LowRankMethod(
-        "nystrom_l2k", "nystrom",
+        "nystrom_l2k",
+        "nystrom",
         "same with oversample=k: sketch of l = 2k columns, truncated to rank k",
-        functools.partial(_run_nystrom, lambda k: k), lambda k: 2 * k,
+        functools.partial(_run_nystrom, lambda k: k),
+        lambda k: 2 * k,
     ),
     _LowRankMethod(
-        "rsvd_auto", "rsvd",
+        "rsvd_auto",
+        "rsvd",
         "sklearn randomized_svd(A, k, random_state=s), defaults: n_oversamples=10, "
         "n_iter='auto' (7 if k < 0.1 n else 4) with LU normalization, i.e. 2 n_iter + 2 "
         "products with blocks of k + 10 columns",
-        functools.partial(_run_rsvd, "auto"), lambda k: k + 10,
+        functools.partial(_run_rsvd, "auto"),
+        lambda k: k + 10,
     ),
     _LowRankMethod(
-        "rsvd_iter0", "rsvd",
+        "rsvd_iter0",
+        "rsvd",
         "sklearn randomized_svd(A, k, n_iter=0, random_state=s): 2 products with blocks "
         "of k + 10 columns, no power iteration",
-        functools.partial(_run_rsvd, 0), lambda k: k + 10,
+        functools.partial(_run_rsvd, 0),
+        lambda k: k + 10,
     ),
     _LowRankMethod(
-        "eigsh", "eigsh",
+        "eigsh",
+        "eigsh",
         "scipy.sparse.linalg.eigsh(A, k, v0=rng(s).standard_normal(n)): ARPACK Lanczos, "
         "which='LM', tol=0 (machine precision), ncv=2k+1",
-        _run_eigsh, lambda k: None,
+        _run_eigsh,
+        lambda k: None,
     ),
 )
 
@@ -553,8 +567,12 @@ def run_lowrank(
                     with _untimed():
                         error = spectral_error(A, approx)
                     rec: dict[str, Any] = {
-                        "operator": op.name, "rank": k, "method": m.name, "seed": seed,
-                        "sketch_columns": m.sketch_columns(k), "seconds": seconds,
+                        "operator": op.name,
+                        "rank": k,
+                        "method": m.name,
+                        "seed": seed,
+                        "sketch_columns": m.sketch_columns(k),
+                        "seconds": seconds,
                         "error": error,
                     }
                     per[m.name].append(rec)
@@ -572,16 +590,28 @@ def run_lowrank(
                 errors = [r["error"] for r in per[m.name]]
                 times = [r["seconds"] for r in per[m.name]]
                 row = {
-                    "operator": op.name, "n": op.n, "rank": k, "method": m.name,
-                    "family": m.family, "sketch_columns": m.sketch_columns(k),
+                    "operator": op.name,
+                    "n": op.n,
+                    "rank": k,
+                    "method": m.name,
+                    "family": m.family,
+                    "sketch_columns": m.sketch_columns(k),
                     "rsvd_n_iter": (
-                        _rsvd_auto_iters(k, op.n) if m.name == "rsvd_auto"
-                        else 0 if m.name == "rsvd_iter0" else None
+                        _rsvd_auto_iters(k, op.n)
+                        if m.name == "rsvd_auto"
+                        else 0
+                        if m.name == "rsvd_iter0"
+                        else None
                     ),
                     "repeats": len(times),
-                    "seconds_median": t, "seconds_min": min(times), "seconds_max": max(times),
-                    "error_median": e, "error_min": min(errors), "error_max": max(errors),
-                    "optimal_error": optimal, "error_over_optimal": _ratio(e, optimal),
+                    "seconds_median": t,
+                    "seconds_min": min(times),
+                    "seconds_max": max(times),
+                    "error_median": e,
+                    "error_min": min(errors),
+                    "error_max": max(errors),
+                    "optimal_error": optimal,
+                    "error_over_optimal": _ratio(e, optimal),
                     "optimal_error_at_roundoff": optimal <= roundoff,
                     "faster_by_vs_rsvd_auto": _ratio(t_auto, t),
                     "error_ratio_vs_rsvd_auto": _ratio(e, e_auto),
@@ -638,8 +668,12 @@ def _solve_pcg(
     res = pcg(A, b, mu=mu, preconditioner=precond, rtol=rtol, maxiter=maxiter)
     t2 = time.perf_counter()
     return _SolveOutcome(
-        res.x, t2 - t0, (t1 - t0) if sketch is not None else None, int(res.iterations),
-        bool(res.converged), res.message,
+        res.x,
+        t2 - t0,
+        (t1 - t0) if sketch is not None else None,
+        int(res.iterations),
+        bool(res.converged),
+        res.message,
         float(res.residual_norm) / float(np.linalg.norm(b)),
     )
 
@@ -732,9 +766,15 @@ def run_solves(
                 for i, o in enumerate(outs):
                     true_res = float(np.linalg.norm(b - (A @ o.x + mu * o.x))) / bnorm
                     rec: dict[str, Any] = {
-                        "operator": op.name, "mu_factor": c, "mu": mu, "method": name,
-                        "repeat": i, "seconds": o.seconds, "build_seconds": o.build_seconds,
-                        "iterations": o.iterations, "converged": o.converged,
+                        "operator": op.name,
+                        "mu_factor": c,
+                        "mu": mu,
+                        "method": name,
+                        "repeat": i,
+                        "seconds": o.seconds,
+                        "build_seconds": o.build_seconds,
+                        "iterations": o.iterations,
+                        "converged": o.converged,
                         "status": o.status,
                         "recurrence_relative_residual": o.recurrence_relative_residual,
                         "relative_residual": true_res,
@@ -744,7 +784,11 @@ def run_solves(
                 builds = [r["build_seconds"] for r in recs if r["build_seconds"] is not None]
                 iters = [r["iterations"] for r in recs if r["iterations"] is not None]
                 rows[name] = {
-                    "operator": op.name, "n": n, "mu_factor": c, "mu": mu, "method": name,
+                    "operator": op.name,
+                    "n": n,
+                    "mu_factor": c,
+                    "mu": mu,
+                    "method": name,
                     "repeats": len(recs),
                     "seconds_median": median(r["seconds"] for r in recs),
                     "seconds_min": min(r["seconds"] for r in recs),
@@ -831,21 +875,33 @@ def run_directions(config: BenchConfig, progress: Callable[[str], None]) -> dict
             for i, (seconds, d) in enumerate(outs):
                 err = float(np.linalg.norm(d - exact) / np.linalg.norm(exact))
                 errs.append(err)
-                records.append({
-                    "N": N, "P": P, "method": m, "repeat": i, "seconds": seconds,
-                    "relative_error": err,
-                })
+                records.append(
+                    {
+                        "N": N,
+                        "P": P,
+                        "method": m,
+                        "repeat": i,
+                        "seconds": seconds,
+                        "relative_error": err,
+                    }
+                )
             times[m] = median(s for s, _ in outs)
             errors[m] = median(errs)
         # auto only picks accurate methods: compare it with the fastest of those
         fastest = min(ACCURATE_METHODS, key=lambda m: times[m])
         fastest_exact = min(("dense", "woodbury"), key=lambda m: times[m])
         row = {
-            "N": N, "P": P, "rank": rank, "damping": mu,
-            "seconds_median": times, "relative_error_median": errors,
-            "choose_method": picked, "choose_method_reason": reason,
+            "N": N,
+            "P": P,
+            "rank": rank,
+            "damping": mu,
+            "seconds_median": times,
+            "relative_error_median": errors,
+            "choose_method": picked,
+            "choose_method_reason": reason,
             "auto_ran": auto_info.method,
-            "fastest": fastest, "fastest_exact": fastest_exact,
+            "fastest": fastest,
+            "fastest_exact": fastest_exact,
             "auto_is_fastest": picked == fastest,
             "auto_slowdown_vs_fastest": _ratio(times[picked], times[fastest]),
         }
@@ -916,11 +972,16 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"- Python {mach['python'].split()[0]}, numpy {v['numpy']}, scipy {v['scipy']}, "
         f"scikit-learn {v['scikit-learn']}, jax {v['jax']}, sketchlinalg {v['sketchlinalg']} "
         f"(git {str((mach.get('git') or {}).get('commit'))[:10]}"
-        + (", dirty tree" if (mach.get("git") or {}).get("dirty") else "") + ")",
+        + (", dirty tree" if (mach.get("git") or {}).get("dirty") else "")
+        + ")",
         "- All arrays float64 NumPy on the CPU; times are wall-clock `time.perf_counter` "
         "medians over repeats after an untimed warm-up, with the BLAS thread pools as "
-        "configured" + (f" (capped at {result['thread_limit']} by --threads)"
-                        if result.get("thread_limit") else "")
+        "configured"
+        + (
+            f" (capped at {result['thread_limit']} by --threads)"
+            if result.get("thread_limit")
+            else ""
+        )
         + "; untimed reference computations (matrix assembly, exact errors and exact "
         "solutions) run single-threaded, which is steadier on a shared machine.",
         "",
@@ -931,16 +992,22 @@ def render_markdown(result: dict[str, Any]) -> str:
     op_rows = []
     for op in result["operators"]:
         eig = op["eigenvalues_head"]
-        op_rows.append([
-            op["name"], str(op["n"]), op["description"],
-            format_float(eig[0]),
-            *[format_float(eig[k]) if k < len(eig) else "-" for k in ranks],
-            str(op["details"]["numerical_rank"]),
-        ])
-    out.append(markdown_table(
-        ["operator", "n", "definition", "lam_1", *[f"lam_{k + 1}" for k in ranks], "num. rank"],
-        op_rows,
-    ))
+        op_rows.append(
+            [
+                op["name"],
+                str(op["n"]),
+                op["description"],
+                format_float(eig[0]),
+                *[format_float(eig[k]) if k < len(eig) else "-" for k in ranks],
+                str(op["details"]["numerical_rank"]),
+            ]
+        )
+    out.append(
+        markdown_table(
+            ["operator", "n", "definition", "lam_1", *[f"lam_{k + 1}" for k in ranks], "num. rank"],
+            op_rows,
+        )
+    )
     out += [
         "",
         "`lam_{k+1}` is the optimal rank-k spectral error (Eckart-Young). Eigenvalues are "
@@ -970,23 +1037,42 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     lr_rows = []
     for row in result["lowrank"]["summary"]:
-        lr_rows.append([
-            row["operator"], str(row["rank"]), row["method"],
-            "-" if row["sketch_columns"] is None else str(row["sketch_columns"]),
-            _ms(row["seconds_median"]), format_float(row["error_median"]),
-            format_float(row["error_over_optimal"])
-            + (" (r)" if row["optimal_error_at_roundoff"] else ""),
-            format_float(row["faster_by_vs_rsvd_auto"]),
-            format_float(row["error_ratio_vs_rsvd_auto"]),
-            ("yes" if row["target_met"] else "no") if "target_met" in row else "",
-            format_float(row["faster_by_vs_rsvd_iter0"]),
-            format_float(row["error_ratio_vs_rsvd_iter0"]),
-        ])
-    out.append(markdown_table(
-        ["operator", "k", "method", "l", "time [ms]", "error", "err/opt", "faster_by",
-         "error_ratio", "target", "faster_by0", "error_ratio0"],
-        lr_rows,
-    ))
+        lr_rows.append(
+            [
+                row["operator"],
+                str(row["rank"]),
+                row["method"],
+                "-" if row["sketch_columns"] is None else str(row["sketch_columns"]),
+                _ms(row["seconds_median"]),
+                format_float(row["error_median"]),
+                format_float(row["error_over_optimal"])
+                + (" (r)" if row["optimal_error_at_roundoff"] else ""),
+                format_float(row["faster_by_vs_rsvd_auto"]),
+                format_float(row["error_ratio_vs_rsvd_auto"]),
+                ("yes" if row["target_met"] else "no") if "target_met" in row else "",
+                format_float(row["faster_by_vs_rsvd_iter0"]),
+                format_float(row["error_ratio_vs_rsvd_iter0"]),
+            ]
+        )
+    out.append(
+        markdown_table(
+            [
+                "operator",
+                "k",
+                "method",
+                "l",
+                "time [ms]",
+                "error",
+                "err/opt",
+                "faster_by",
+                "error_ratio",
+                "target",
+                "faster_by0",
+                "error_ratio0",
+            ],
+            lr_rows,
+        )
+    )
     held = [r for r in result["lowrank"]["summary"] if "target_met" in r]
     met = [r for r in held if r["target_met"]]
     plain = [r for r in held if r["method"] == "nystrom"]
@@ -1031,20 +1117,39 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     s_rows = []
     for row in result["solves"]["summary"]:
-        s_rows.append([
-            row["operator"], f"{row['mu_factor']:g}", row["method"], _ms(row["seconds_median"]),
-            _ms(row["build_seconds_median"]),
-            "-" if row["iterations_median"] is None else f"{row['iterations_median']:.0f}",
-            "yes" if row["all_converged"] else "NO",
-            format_float(row["relative_residual_max"]),
-            format_float(row["speedup_vs_cg"]), format_float(row["speedup_vs_cholesky"]),
-            str(row["repeats"]),
-        ])
-    out.append(markdown_table(
-        ["operator", "c", "method", "time [ms]", "build [ms]", "iters", "conv",
-         "rel. residual", "vs CG", "vs chol", "reps"],
-        s_rows,
-    ))
+        s_rows.append(
+            [
+                row["operator"],
+                f"{row['mu_factor']:g}",
+                row["method"],
+                _ms(row["seconds_median"]),
+                _ms(row["build_seconds_median"]),
+                "-" if row["iterations_median"] is None else f"{row['iterations_median']:.0f}",
+                "yes" if row["all_converged"] else "NO",
+                format_float(row["relative_residual_max"]),
+                format_float(row["speedup_vs_cg"]),
+                format_float(row["speedup_vs_cholesky"]),
+                str(row["repeats"]),
+            ]
+        )
+    out.append(
+        markdown_table(
+            [
+                "operator",
+                "c",
+                "method",
+                "time [ms]",
+                "build [ms]",
+                "iters",
+                "conv",
+                "rel. residual",
+                "vs CG",
+                "vs chol",
+                "reps",
+            ],
+            s_rows,
+        )
+    )
     out += [
         "",
         "## The auto rule of natural_gradient_direction",
@@ -1054,7 +1159,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "Columns: median time [ms] per method; `nystrom err` = median "
         "`||d - d_exact|| / ||d_exact||` of the rank-limited SNGD direction (dense and "
         "woodbury are exact, nystrom-pcg exact to its rtol); `auto` = `choose_method` pick "
-        "(same as what `method=\"auto\"` ran; it only picks accurate methods); `fastest` = "
+        '(same as what `method="auto"` ran; it only picks accurate methods); `fastest` = '
         "measured fastest accurate method (dense, woodbury, nystrom-pcg); `fastest exact` = "
         "faster of dense and woodbury; `auto/fastest` = time(auto pick) / time(fastest).",
         "",
@@ -1062,21 +1167,36 @@ def render_markdown(result: dict[str, Any]) -> str:
     d_rows = []
     for row in result["directions"]["summary"]:
         t = row["seconds_median"]
-        d_rows.append([
-            str(row["N"]), str(row["P"]),
-            *[_ms(t[m]) for m in DIRECTION_METHODS],
-            format_float(row["relative_error_median"]["nystrom"]),
-            row["choose_method"] + ("" if row["auto_ran"] == row["choose_method"]
-                                    else f" (ran {row['auto_ran']})"),
-            row["fastest"], row["fastest_exact"],
-            "yes" if row["auto_is_fastest"] else "no",
-            format_float(row["auto_slowdown_vs_fastest"]),
-        ])
-    out.append(markdown_table(
-        ["N", "P", *[f"{m} [ms]" for m in DIRECTION_METHODS], "nystrom err", "auto",
-         "fastest", "fastest exact", "auto = fastest", "auto/fastest"],
-        d_rows,
-    ))
+        d_rows.append(
+            [
+                str(row["N"]),
+                str(row["P"]),
+                *[_ms(t[m]) for m in DIRECTION_METHODS],
+                format_float(row["relative_error_median"]["nystrom"]),
+                row["choose_method"]
+                + ("" if row["auto_ran"] == row["choose_method"] else f" (ran {row['auto_ran']})"),
+                row["fastest"],
+                row["fastest_exact"],
+                "yes" if row["auto_is_fastest"] else "no",
+                format_float(row["auto_slowdown_vs_fastest"]),
+            ]
+        )
+    out.append(
+        markdown_table(
+            [
+                "N",
+                "P",
+                *[f"{m} [ms]" for m in DIRECTION_METHODS],
+                "nystrom err",
+                "auto",
+                "fastest",
+                "fastest exact",
+                "auto = fastest",
+                "auto/fastest",
+            ],
+            d_rows,
+        )
+    )
     out.append("")
     return "\n".join(out)
 
@@ -1117,8 +1237,11 @@ def run(config: BenchConfig, *, quick: bool, command: str) -> dict[str, Any]:
         "machine": machine,
         "operators": [
             {
-                "name": op.name, "n": op.n, "description": op.description,
-                "build_seconds": op.build_seconds, "details": op.details,
+                "name": op.name,
+                "n": op.n,
+                "description": op.description,
+                "build_seconds": op.build_seconds,
+                "details": op.details,
                 "eigenvalues_head": op.eigenvalues[:head].tolist(),
                 "eigenvalue_tail": float(op.eigenvalues[-1]),
             }
@@ -1152,16 +1275,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test in seconds")
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT,
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
         help="output folder for linalg.json and linalg.md (quick mode: linalg_quick.*); "
         "default benchmarks/results",
     )
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="cap the BLAS/OpenMP thread pools (threadpoolctl); default: leave them as they are",
     )
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=None,
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
         help="override the synthetic dimensions n (default 2000; 300 with --quick)",
     )
     args = parser.parse_args(argv)

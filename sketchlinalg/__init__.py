@@ -13,9 +13,24 @@ Randomness
 Low-rank approximation
     :func:`nystrom`, :class:`LowRankPSD`, :func:`estimate_error`,
     :func:`adaptive_nystrom`.
-Solvers and directions
-    :func:`pcg`, :func:`nystrom_preconditioner`, :func:`natural_gradient_direction`,
-    :func:`spring_direction`, :func:`choose_method`.
+Direction solvers (``init`` once, ``solve`` for any damping)
+    :class:`Dense`, :class:`Woodbury`, :class:`SVD`, :class:`Nystrom`,
+    :class:`KernelNystrom`, :class:`NystromPCG`, :class:`Auto`, :func:`make_solver`,
+    :func:`choose_method`; the one-call :func:`natural_gradient_direction` and
+    :func:`spring_direction`; :func:`pcg`, :func:`nystrom_preconditioner`.
+Status vocabulary
+    :class:`Status`, :func:`status_message`, :class:`Method`.
+The step engine (shared by the JAX and PyTorch optimizers)
+    :class:`StepEngine`, :class:`StepState`, :class:`StepInfo`, :class:`StepWarning`,
+    :data:`OPTIMIZERS`, :func:`grid_line_search`, :func:`armijo_line_search`,
+    :class:`LineSearchResult`; for adapters: :func:`check_system`, :func:`forwarded_kwargs`.
+PINN systems (the adapters supply per-point kernels)
+    :class:`Term`, :class:`PINNSystem`, :class:`JacobianOperator`, :func:`check_terms`,
+    :func:`stack_residual`, :func:`build_pinn_system`, :func:`jacobian_path`.
+Plain updates and interop
+    :func:`natural_gradient_step`, :class:`StepResult` (parameters held as arrays of any
+    library); :func:`dlpack_exchange`, :class:`DLPackOperator` (zero-copy DLPack exchange,
+    e.g. a PyTorch or JAX Jacobian on the GPU seen from CuPy).
 Memory
     :func:`estimate_memory`, :func:`memory_plan`, :class:`MemoryEstimate`: peak bytes of
     each direction method and Jacobian path, the model behind ``auto``'s memory check.
@@ -25,56 +40,112 @@ Nonlinear least squares
 """
 
 from ._adaptive import AdaptiveNystromResult, adaptive_nystrom
-from ._direction import (
-    METHODS,
-    DirectionInfo,
-    choose_method,
-    natural_gradient_direction,
-    spring_direction,
-)
+from ._direction import METHODS, natural_gradient_direction, spring_direction
 from ._estimate import estimate_error
+from ._exact import SVD, Dense, Woodbury
+from ._interop import DLPackOperator, dlpack_exchange
 from ._least_squares import LeastSquaresResult, least_squares
+from ._linesearch import LINE_SEARCHES, LineSearchResult, armijo_line_search, grid_line_search
 from ._lowrank import LowRankPSD
 from ._memory import JACOBIAN_PATHS, MEMORY_METHODS, MemoryEstimate, estimate_memory, memory_plan
 from ._nystrom import nystrom
 from ._operator import FunctionOperator, LinearOperator, aslinearoperator, gram, kernel
 from ._pcg import PCGResult, pcg
+from ._pinn import (
+    PATHS,
+    JacobianOperator,
+    PINNSystem,
+    Term,
+    build_pinn_system,
+    check_terms,
+    jacobian_path,
+    stack_residual,
+)
 from ._preconditioner import nystrom_preconditioner
 from ._random import DefaultSampler, PortableSampler, Sampler, as_sampler
 from ._sketch import SKETCH_KINDS, sketch_matrix
+from ._sketched import KernelNystrom, Nystrom, NystromPCG
+from ._solver_base import DirectionInfo, DirectionSolver
+from ._solvers import Auto, choose_method, make_solver
+from ._status import Method, Status, status_message
+from ._step import (
+    OPTIMIZERS,
+    StepEngine,
+    StepInfo,
+    StepState,
+    StepWarning,
+    check_system,
+    forwarded_kwargs,
+)
+from ._update import StepResult, natural_gradient_step
 
 __version__ = "0.1.0"
 
 __all__ = [
     "JACOBIAN_PATHS",
+    "LINE_SEARCHES",
     "MEMORY_METHODS",
     "METHODS",
+    "OPTIMIZERS",
+    "PATHS",
     "SKETCH_KINDS",
+    "SVD",
     "AdaptiveNystromResult",
+    "Auto",
+    "DLPackOperator",
     "DefaultSampler",
+    "Dense",
     "DirectionInfo",
+    "DirectionSolver",
     "FunctionOperator",
+    "JacobianOperator",
+    "KernelNystrom",
     "LeastSquaresResult",
+    "LineSearchResult",
     "LinearOperator",
     "LowRankPSD",
     "MemoryEstimate",
+    "Method",
+    "Nystrom",
+    "NystromPCG",
     "PCGResult",
+    "PINNSystem",
     "PortableSampler",
     "Sampler",
+    "Status",
+    "StepEngine",
+    "StepInfo",
+    "StepResult",
+    "StepState",
+    "StepWarning",
+    "Term",
+    "Woodbury",
     "adaptive_nystrom",
+    "armijo_line_search",
     "as_sampler",
     "aslinearoperator",
+    "build_pinn_system",
+    "check_system",
+    "check_terms",
     "choose_method",
+    "dlpack_exchange",
     "estimate_error",
     "estimate_memory",
+    "forwarded_kwargs",
     "gram",
+    "grid_line_search",
+    "jacobian_path",
     "kernel",
     "least_squares",
+    "make_solver",
     "memory_plan",
     "natural_gradient_direction",
+    "natural_gradient_step",
     "nystrom",
     "nystrom_preconditioner",
     "pcg",
     "sketch_matrix",
     "spring_direction",
+    "stack_residual",
+    "status_message",
 ]

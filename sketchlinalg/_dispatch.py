@@ -15,7 +15,8 @@ piece                      numpy    torch  jax    cupy   array-api-strict
 =========================  =======  =====  =====  =====  ==================
 random normal / uniform    native   native native native portable (hash)
 triangular solve           scipy*   native native native generic
-while loop                 python   python lax    python python
+while / fori loop, cond    python   python lax    python python
+row update (set_rows)      write    write  lax    write  write
 trace detection            no       no     yes    no     no
 =========================  =======  =====  =====  =====  ==================
 
@@ -134,6 +135,79 @@ def cholesky(xp: Any, M: Array) -> Array | None:
     if not bool(xp.all(xp.isfinite(L))):
         return None
     return L
+
+
+def namespace(*arrays: Any) -> Any:
+    """The array-API namespace of the arrays (``array_api_compat.array_namespace``)."""
+    return _compat.array_namespace(*arrays)
+
+
+def cond(xp: Any, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+    """``true_fn() if pred else false_fn()``, traceable under ``jax.jit``.
+
+    JAX gets ``jax.lax.cond`` (both branches are traced, one runs); every other backend
+    branches in Python on ``bool(pred)``. Both functions take no argument and must
+    return arrays of the same shapes and dtypes.
+    """
+    if backend_name(xp) == "jax":
+        return _module("jax").lax.cond(pred, true_fn, false_fn)
+    return true_fn() if bool(pred) else false_fn()
+
+
+def fori_loop(xp: Any, lower: int, upper: int, body: Callable[[Any, Any], Any], init: Any) -> Any:
+    """``for i in range(lower, upper): state = body(i, state)``, compiled once under JAX.
+
+    JAX gets ``jax.lax.fori_loop`` (``i`` is then traced: slice with :func:`dynamic_slice`
+    and write with :func:`set_rows`); other backends run a Python loop with int ``i``.
+    """
+    if backend_name(xp) == "jax":
+        return _module("jax").lax.fori_loop(lower, upper, body, init)
+    state = init
+    for i in range(lower, upper):
+        state = body(i, state)
+    return state
+
+
+def dynamic_slice(xp: Any, x: Array, start: Any, size: int) -> Array:
+    """Rows ``start : start + size`` of ``x`` (``start`` may be traced under JAX)."""
+    if backend_name(xp) == "jax":
+        return _module("jax").lax.dynamic_slice_in_dim(x, start, size, axis=0)
+    return x[start : start + size, ...]
+
+
+def set_rows(xp: Any, x: Array, start: Any, block: Array) -> Array:
+    """``x`` with rows ``start : start + len(block)`` replaced by ``block``.
+
+    In place for mutable arrays (NumPy, PyTorch, CuPy: no copy of ``x``, which matters for
+    an ``N x P`` Jacobian); a functional update for JAX (``lax.dynamic_update_slice``,
+    in place inside a compiled loop).
+    """
+    if backend_name(xp) == "jax":
+        lax = _module("jax").lax
+        return lax.dynamic_update_slice_in_dim(x, block, start, axis=0)
+    x[start : start + block.shape[0], ...] = block
+    return x
+
+
+def map_columns(xp: Any, fn: Callable[[Array], Array], X: Array, chunk: int | None) -> Array:
+    """``fn`` applied to blocks of at most ``chunk`` columns of ``X``, results concatenated.
+
+    Bounds the memory of a block product (a block of JVPs holds the model's activations for
+    every column). JAX gets ``jax.lax.map`` over equal blocks (the last one zero-padded:
+    products are linear, and the padding is dropped), so the chunks run one after another in
+    one compiled loop; other backends loop in Python.
+    """
+    k = X.shape[1]
+    if chunk is None or k <= chunk:
+        return fn(X)
+    if backend_name(xp) == "jax":
+        lax = _module("jax").lax
+        n = -(-k // chunk)
+        Xp = xp.concat([X, xp.zeros((X.shape[0], n * chunk - k), dtype=X.dtype)], axis=1)
+        blocks = xp.moveaxis(xp.reshape(Xp, (X.shape[0], n, chunk)), 1, 0)
+        out = lax.map(fn, blocks)  # (n, m, chunk)
+        return xp.reshape(xp.moveaxis(out, 0, 1), (out.shape[1], n * chunk))[:, :k]
+    return xp.concat([fn(X[:, i : i + chunk]) for i in range(0, k, chunk)], axis=1)
 
 
 def while_loop(xp: Any, cond: Callable[[Any], Any], body: Callable[[Any], Any], state: Any) -> Any:

@@ -19,10 +19,14 @@ from typing import Any, NamedTuple
 import array_api_compat as _compat
 
 from . import _dispatch
-from ._direction import DEFAULT_RANK, METHODS, choose_method, natural_gradient_direction
+from ._direction import METHODS
+from ._exact import SVD, SVDState
 from ._finite_diff import FD_SCHEMES, finite_difference_jacobian
 from ._operator import FunctionOperator, LinearOperator
 from ._random import as_sampler
+from ._solver_base import DEFAULT_RANK, DirectionSolver
+from ._solvers import choose_method, make_solver, solver_options
+from ._status import Status
 from ._validation import check_int
 
 __all__ = ["LeastSquaresResult", "least_squares"]
@@ -38,19 +42,7 @@ STATUS_MESSAGES = {
     4: "Both `ftol` and `xtol` termination conditions are satisfied.",
 }
 
-DIRECTIONS = ("svd", *METHODS)
-
-DIRECTION_OPTIONS = (
-    "rank",
-    "oversample",
-    "sketch",
-    "seed",
-    "inverse",
-    "rtol",
-    "maxiter",
-    "error_power_iters",
-    "memory_budget",
-)
+DIRECTIONS = METHODS
 
 # A trial step is accepted when the actual reduction of the cost is at least this fraction
 # of the reduction the linear model predicts (More 1978 uses 1e-4).
@@ -104,6 +96,10 @@ class LeastSquaresResult(NamedTuple):
     nonfinite_trials : int
         Trial points whose residuals held NaN/Inf; each was rejected and the damping
         increased (the trust region shrunk).
+    result : Status
+        The outcome in the library's vocabulary: ``SUCCESS`` (status 1-4),
+        ``MAX_ITERATIONS`` (0), ``NONFINITE`` or ``NO_DECREASE`` (-3: NaN/Inf, or the
+        damping overflowed without a lower cost).
 
     Notes
     -----
@@ -134,6 +130,7 @@ class LeastSquaresResult(NamedTuple):
     damping: float
     direction: str
     nonfinite_trials: int
+    result: Status = Status.SUCCESS
 
 
 def least_squares(
@@ -329,7 +326,7 @@ def least_squares(
     gtol_v = _check_tol(gtol, "gtol", eps)
     max_nfev = 100 * n if max_nfev is None else check_int(max_nfev, "max_nfev", low=1)
     tau = _check_positive(initial_damping, "initial_damping")
-    opts = _check_direction_options(direction_options)
+    opts = _check_direction_options(direction_options, direction)
     sampler = as_sampler(opts.pop("seed", 0))
     fixed_scale = _check_scale(x_scale, "x_scale", xp, dtype, device, n)
     rel_step = _check_scale(diff_step, "diff_step", xp, dtype, device, n, allow_jac=False)
@@ -366,7 +363,7 @@ def least_squares(
             "pass x_scale as a float or an array of shape (n,)"
         )
     col_norms = _column_norms(xp, Jd) if Jd is not None else None
-    if scale_mode == "jac":
+    if isinstance(scale_mode, str):  # "jac"
         assert col_norms is not None
         D = xp.where(col_norms > 0, col_norms, xp.ones_like(col_norms))
     elif isinstance(scale_mode, float):
@@ -375,6 +372,11 @@ def least_squares(
     elif scale_mode is not None and not isinstance(scale_mode, str):
         D = xp.broadcast_to(1.0 / scale_mode, (n,))
     method_ = _resolve_direction(direction, opts, Jd is not None, (m, n), dtype, xp)
+    solver: DirectionSolver = (
+        SVD()
+        if method_ == "svd"
+        else make_solver(method_, **{k: v for k, v in opts.items() if k in solver_options(method_)})
+    )
     if method_ == "svd":
         x_norm0 = _norm(xp, x if D is None else D * x)
         control: _Nielsen | _TrustRegion = _TrustRegion(
@@ -410,26 +412,23 @@ def least_squares(
             break
         Js = _scaled(xp, Jd, J_op, D)
         x_norm = _norm(xp, x if D is None else D * x)
-        svd = None
+        # One set-up per point (factorization, SVD or sketch); every trial below re-solves
+        # it for its damping without another pass over J.
         if isinstance(control, _TrustRegion):
-            dense = Js if Jd is not None else _scaled(xp, J_op.to_dense(), J_op, D)
-            svd = _SVDStep(xp, dense, f)
+            Js = Js if Jd is not None else _scaled(xp, J_op.to_dense(), J_op, D)
+        setup = solver.init(Js, f, seed=sampler.fold_in(nit + 1))
         while True:  # trial steps until one is accepted or a test stops the run
             step_count += 1
-            if svd is not None:
-                assert isinstance(control, _TrustRegion)
-                d, control.mu = svd.trust_region_step(control.radius, control.mu)
+            if isinstance(control, _TrustRegion):
+                assert isinstance(solver, SVD)
+                d, control.mu, predicted = _trust_region_step(
+                    xp, solver, setup, control.radius, control.mu
+                )
                 detail = "svd"
             else:
-                d, info = natural_gradient_direction(
-                    Js,
-                    f,
-                    damping=control.mu,
-                    method=method_,
-                    seed=sampler.fold_in(step_count),
-                    **opts,
-                )
+                d, info = solver.solve(setup, damping=control.mu)
                 used_direction, detail = info.method, info.message
+                predicted = float(info.predicted_decrease)
             if not bool(xp.all(xp.isfinite(d))):
                 notes.append(f"a direction with NaN/Inf was rejected ({detail})")
                 control.reject(math.inf)
@@ -455,8 +454,6 @@ def least_squares(
             rho = -math.inf
             if finite:
                 actual = _reduction(xp, f, f_new)
-                Jp = Jd @ p if Jd is not None else J_op.matvec(p)
-                predicted = -_dot(xp, g, p) - 0.5 * _dot(xp, Jp, Jp)
                 finite = math.isfinite(actual) and math.isfinite(predicted)
             if finite:
                 rho = actual / predicted if predicted > 0 else -math.inf
@@ -604,58 +601,43 @@ class _TrustRegion:
         return not (self.radius > 0.0)
 
 
-class _SVDStep:
-    """Damped steps from one thin SVD ``J_s = U diag(s) V^T``, for any ``mu``.
+def _trust_region_step(
+    xp: Any, solver: SVD, state: SVDState, radius: float, mu_guess: float
+) -> tuple[Array, float, float]:
+    """The step of norm ``<= radius`` minimizing the linear model, its ``mu`` and the
+    model decrease, from the SVD ``J_s = U diag(s) V^T`` (``O((m + n) k)`` per call).
 
-    ``(J_s^T J_s + mu I)^{-1} J_s^T f = V diag(s / (s^2 + mu)) U^T f``: backward stable
-    (no squaring of the condition number, unlike the normal equations), and a rejected
-    step is re-solved for a new ``mu`` in ``O((m + n) k)`` without a new factorization.
+    The Gauss–Newton step (pseudo-inverse, singular values below ``max(m, n) eps s_max``
+    dropped) if it fits; otherwise ``mu > 0`` with ``| ||d(mu)|| - radius | <= radius / 10``,
+    by Newton's method on ``1/radius - 1/||d(mu)||`` safeguarded by bisection (Moré 1978,
+    sec. 5).
     """
-
-    def __init__(self, xp: Any, Js: Array, f: Array) -> None:
-        U, self.s, Vt = xp.linalg.svd(Js, full_matrices=False)
-        self.xp = xp
-        self.V = Vt.T
-        self.Utf = U.T @ f
-        eps = float(xp.finfo(Js.dtype).eps)
-        self.cut = max(Js.shape) * eps * float(xp.max(self.s))
-
-    def __call__(self, mu: float) -> Array:
-        """The damped step for ``mu > 0``."""
-        return self.V @ ((self.s / (self.s * self.s + mu)) * self.Utf)
-
-    def trust_region_step(self, radius: float, mu_guess: float) -> tuple[Array, float]:
-        """The step of norm ``<= radius`` minimizing the linear model, and its ``mu``.
-
-        The Gauss–Newton step (pseudo-inverse, singular values below
-        ``max(m, n) eps s_max`` dropped) if it fits; otherwise ``mu > 0`` with
-        ``| ||d(mu)|| - radius | <= radius / 10``, by Newton's method on
-        ``1/radius - 1/||d(mu)||`` safeguarded by bisection (Moré 1978, sec. 5).
-        """
-        xp, s, c = self.xp, self.s, self.Utf
-        s2 = s * s
-        sc = s * c
-        kept = s > self.cut
-        safe = xp.where(kept, s, xp.ones_like(s))
-        a0 = xp.where(kept, c / safe, xp.zeros_like(s))
-        if _norm(xp, a0) <= 1.1 * radius:
-            return self.V @ a0, 0.0
-        lo, hi = 0.0, _norm(xp, sc) / radius  # ||d(mu)|| <= ||s c|| / mu
-        mu = mu_guess if lo < mu_guess < hi else 1e-3 * hi
-        for _ in range(_TR_ITERS):
-            denom = s2 + mu
-            a = sc / denom
-            na = _norm(xp, a)
-            if abs(na - radius) <= 0.1 * radius:
-                break
-            if na > radius:
-                lo = mu
-            else:
-                hi = mu
-            q = _dot(xp, a, a / denom)  # sum s^2 c^2 / (s^2 + mu)^3 = -1/2 d||d||^2/dmu
-            mu_new = mu + (na / radius - 1.0) * na * na / q if q > 0 else -1.0
-            mu = mu_new if lo < mu_new < hi else max(1e-3 * hi, math.sqrt(lo * hi))
-        return self.V @ (sc / (s2 + mu)), mu
+    s, c = state.s, solver.coefficients(state, None)
+    s2 = s * s
+    sc = s * c
+    kept = s > solver.cutoff(state)
+    safe = xp.where(kept, s, xp.ones_like(s))
+    a0 = xp.where(kept, c / safe, xp.zeros_like(s))
+    if _norm(xp, a0) <= 1.1 * radius:
+        return state.V @ a0, 0.0, 0.5 * _dot(xp, xp.where(kept, c, xp.zeros_like(c)), c)
+    lo, hi = 0.0, _norm(xp, sc) / radius  # ||d(mu)|| <= ||s c|| / mu
+    mu = mu_guess if lo < mu_guess < hi else 1e-3 * hi
+    for _ in range(_TR_ITERS):
+        denom = s2 + mu
+        a = sc / denom
+        na = _norm(xp, a)
+        if abs(na - radius) <= 0.1 * radius:
+            break
+        if na > radius:
+            lo = mu
+        else:
+            hi = mu
+        q = _dot(xp, a, a / denom)  # sum s^2 c^2 / (s^2 + mu)^3 = -1/2 d||d||^2/dmu
+        mu_new = mu + (na / radius - 1.0) * na * na / q if q > 0 else -1.0
+        mu = mu_new if lo < mu_new < hi else max(1e-3 * hi, math.sqrt(lo * hi))
+    a = sc / (s2 + mu)
+    sa = s * a  # J_s d in the basis U: the model decrease is c . (s a) - 1/2 ||s a||^2
+    return state.V @ a, mu, _dot(xp, c, sa) - 0.5 * _dot(xp, sa, sa)
 
 
 class _Residual:
@@ -914,15 +896,21 @@ def _check_positive(value: Any, name: str) -> float:
     return value
 
 
-def _check_direction_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+def _check_direction_options(options: Mapping[str, Any] | None, direction: str) -> dict[str, Any]:
+    """The options of ``direction``'s solver (for ``"auto"``: of Auto and Nystrom-PCG, the
+    sketched method it may choose), plus ``seed``."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
         raise TypeError(f"direction_options must be a mapping, got {type(options).__name__}")
-    unknown = sorted(set(options) - set(DIRECTION_OPTIONS))
+    valid = {"seed", *solver_options(direction)}
+    if direction == "auto":
+        valid |= set(solver_options("nystrom-pcg"))
+    unknown = sorted(set(options) - valid)
     if unknown:
         raise TypeError(
-            f"direction_options has unknown key(s) {unknown}; valid: {list(DIRECTION_OPTIONS)}"
+            f"direction_options has unknown key(s) {unknown} for direction={direction!r}; "
+            f"valid: {sorted(valid)}"
         )
     return dict(options)
 

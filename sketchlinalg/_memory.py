@@ -24,6 +24,8 @@ DENSE_COPIES = 4
 #: the candidate of the line search; Nystrom-PCG adds its five CG vectors.
 STEP_VECTORS = 4
 PCG_VECTORS = 5
+#: The memory budget of ``auto`` choices when none is given (bytes).
+DEFAULT_BUDGET = 2 * 2**30
 
 
 class MemoryEstimate(NamedTuple):
@@ -139,6 +141,8 @@ def estimate_memory(
     oversample = check_int(oversample, "oversample", low=0)
     itemsize = check_int(itemsize, "itemsize", low=1)
     baseline = check_int(baseline, "baseline", low=0)
+    if memory_budget is not None:
+        memory_budget = check_int(memory_budget, "memory_budget", low=0)
     l_param = min(rank + oversample, P)
     l_kernel = min(rank + oversample, N)
     materialized = jacobian != "matrix-free" or method in ("dense", "woodbury")

@@ -21,6 +21,7 @@ from typing import Any
 import array_api_compat as _compat
 
 from . import _dispatch
+from ._validation import check_int
 
 __all__ = ["FunctionOperator", "LinearOperator", "aslinearoperator", "gram", "kernel"]
 
@@ -166,6 +167,16 @@ class LinearOperator:
                 )
 
     def _check_result(self, Y: Array, expected: tuple[int, int], method: str) -> Array:
+        if not _dispatch.is_array(Y):
+            raise TypeError(
+                f"{type(self).__name__}.{method} returned {type(Y).__name__}, expected an "
+                f"array of shape {expected}; check the product callable"
+            )
+        if Y.dtype != self.dtype:
+            raise TypeError(
+                f"{type(self).__name__}.{method} returned dtype {Y.dtype}, expected the "
+                f"operator's {self.dtype}; check the product callable"
+            )
         if tuple(Y.shape) != expected:
             raise ValueError(
                 f"{type(self).__name__}.{method} returned shape {tuple(Y.shape)}, expected "
@@ -222,6 +233,9 @@ class FunctionOperator(LinearOperator):
         Device of the products, checked against every block when given.
     symmetric, psd : bool
         Tags (``psd`` implies ``symmetric``).
+    chunk_size : int, optional
+        Apply the callables to blocks of at most this many columns (bounds the memory of a
+        product of a large block; under JAX the blocks run in one ``lax.map``).
 
     Examples
     --------
@@ -245,22 +259,26 @@ class FunctionOperator(LinearOperator):
         device: Any = None,
         symmetric: bool = False,
         psd: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         if not callable(matmat):
             raise TypeError(f"matmat must be callable, got {type(matmat).__name__}")
         if rmatmat is not None and not callable(rmatmat):
             raise TypeError(f"rmatmat must be callable or None, got {type(rmatmat).__name__}")
+        if chunk_size is not None:
+            chunk_size = check_int(chunk_size, "chunk_size", low=1)
         super().__init__(shape, dtype, xp=xp, device=device, symmetric=symmetric, psd=psd)
         self._matmat_fn = matmat
         self._rmatmat_fn = rmatmat
+        self.chunk_size = chunk_size
 
     def _matmat(self, X: Array) -> Array:
-        return self._matmat_fn(X)
+        return _dispatch.map_columns(self.xp, self._matmat_fn, X, self.chunk_size)
 
     def _rmatmat(self, Y: Array) -> Array:
         if self._rmatmat_fn is None:
             return super()._rmatmat(Y)
-        return self._rmatmat_fn(Y)
+        return _dispatch.map_columns(self.xp, self._rmatmat_fn, Y, self.chunk_size)
 
 
 class _TransposeOperator(LinearOperator):

@@ -8,19 +8,20 @@ from typing import Any, NamedTuple
 
 from . import _dispatch
 from ._operator import LinearOperator, aslinearoperator
+from ._status import Status
 from ._validation import check_int, check_nonnegative, check_rhs
 
 __all__ = ["PCGResult", "pcg"]
 
 Array = Any
 
-# Per-column status codes (``PCGResult.status``).
-CONVERGED = 0
-MAXITER = 1
-INDEFINITE = 2
-NONFINITE = 3
-BAD_PRECONDITIONER = 4
-INACCURATE = 5
+# Per-column status codes (``PCGResult.status``): the library's Status values.
+CONVERGED = int(Status.SUCCESS)
+MAXITER = int(Status.MAX_ITERATIONS)
+INDEFINITE = int(Status.INDEFINITE)
+NONFINITE = int(Status.NONFINITE)
+BAD_PRECONDITIONER = int(Status.BAD_PRECONDITIONER)
+INACCURATE = int(Status.INACCURATE)
 
 STATUS_NAMES = {
     CONVERGED: "converged",
@@ -47,11 +48,12 @@ class PCGResult(NamedTuple):
         The true residual ``||b - (A + mu I) x||``, recomputed at the end (per column for
         blocks).
     status : array of int
-        Per column: 0 converged, 1 hit ``maxiter``, 2 negative curvature (the operator is
-        not positive definite), 3 NaN/Inf appeared, 4 the preconditioner is not positive
-        definite, 5 inaccurate: the recurrence met the tolerance but the recomputed true
-        residual does not (rounding drift in an ill-conditioned system). A 0-d array for
-        vector ``b``.
+        Per column, a :class:`Status` value: 0 ``SUCCESS``, 1 ``MAX_ITERATIONS``, 2
+        ``INDEFINITE`` (negative curvature: the operator is not positive definite), 3
+        ``NONFINITE`` (NaN/Inf in ``b`` or in a product), 4 ``BAD_PRECONDITIONER`` (not
+        positive definite), 5 ``INACCURATE`` (the recurrence met the tolerance but the
+        recomputed true residual does not: rounding drift in an ill-conditioned system).
+        A 0-d array for vector ``b``.
     message : str
         What happened and, when something went wrong, what to try.
     """
@@ -189,8 +191,9 @@ def pcg(
         it, X, R, Z, P, rz, rnorm, active, status, iters = s
         Q = apply_A(P)
         pq = xp.sum(P * Q, axis=0)
-        indefinite = active & ~(pq > 0)
-        step = active & (pq > 0)
+        broken = active & ~xp.isfinite(pq)  # NaN/Inf in A's product or in b: not curvature
+        indefinite = active & xp.isfinite(pq) & ~(pq > 0)
+        step = active & (pq > 0) & xp.isfinite(pq)
         alpha = xp.where(step, rz / xp.where(step, pq, xp.ones_like(pq)), xp.zeros_like(pq))
         X = X + alpha[None, :] * P
         R = R - alpha[None, :] * Q
@@ -205,7 +208,7 @@ def pcg(
         P = xp.where(still[None, :], Z + beta[None, :] * P, P)
         status = xp.where(conv, zeros_i + CONVERGED, status)
         status = xp.where(indefinite, zeros_i + INDEFINITE, status)
-        status = xp.where(nonfinite, zeros_i + NONFINITE, status)
+        status = xp.where(nonfinite | broken, zeros_i + NONFINITE, status)
         status = xp.where(bad_prec, zeros_i + BAD_PRECONDITIONER, status)
         iters = iters + xp.astype(step, xp.int32)
         rz = xp.where(still, rz_new, rz)

@@ -18,8 +18,8 @@ def check_int(value: Any, name: str, *, low: int, high: int | None = None) -> in
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     value = int(value)
     if value < low or (high is not None and value > high):
-        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be in {bound}, got {value}")
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
     return value
 
 

@@ -36,15 +36,11 @@ def test_methods_agree_with_dense_damped_solution(backend, shape, rel_mu, method
     ref = np.linalg.solve(G + mu * np.eye(P), J.T @ r)
     dim = N if method == "kernel-nystrom" else P
     rtol = 100 * backend.eps
+    options = {"rank": dim} if method in SKETCHED else {}
+    if method in ("nystrom-pcg", "auto"):
+        options.update(rtol=rtol, maxiter=20 * P)
     d, info = sl.natural_gradient_direction(
-        backend.asarray(J),
-        backend.asarray(r),
-        damping=mu,
-        method=method,
-        rank=dim,
-        seed=seed,
-        rtol=rtol,
-        maxiter=20 * P,
+        backend.asarray(J), backend.asarray(r), damping=mu, method=method, seed=seed, **options
     )
     cond = (gnorm + mu) / mu
     tol = 200 * backend.eps * cond
@@ -134,8 +130,9 @@ def test_info_record_of_sketched_methods(backend64):
 def test_info_carries_the_gradient_it_computed(backend64, method):
     """``info.gradient`` is ``J^T r`` (one fused pass for the sketches), or None."""
     J, r = _problem(40, 30, 1)
+    options = {"rank": 10} if method.startswith("nystrom") else {}
     _, info = sl.natural_gradient_direction(
-        backend64.asarray(J), backend64.asarray(r), damping=1e-3, method=method, rank=10
+        backend64.asarray(J), backend64.asarray(r), damping=1e-3, method=method, **options
     )
     if method == "woodbury":
         assert info.gradient is None
@@ -230,11 +227,15 @@ def test_direction_misuse(backend):
         sl.natural_gradient_direction(J, backend.asarray(np.ones(3)), damping=1.0)
     with pytest.raises(ValueError, match="damping must be >= 0"):
         sl.natural_gradient_direction(J, r, damping=-1.0)
-    with pytest.raises(ValueError, match='damping must be > 0 with method="nystrom-pcg"'):
+    with pytest.raises(ValueError, match="damping must be > 0 with method='nystrom-pcg'"):
         sl.natural_gradient_direction(J, r, damping=0.0, method="nystrom-pcg", rank=2)
-    with pytest.raises(ValueError, match="mu must be > 0"):
+    with pytest.raises(ValueError, match="damping must be > 0 with method='nystrom' and inv"):
         sl.natural_gradient_direction(J, r, damping=0.0, method="nystrom", rank=2)
+    with pytest.raises(TypeError, match=r"method 'dense' takes the options .*unknown .*'rank'"):
+        sl.natural_gradient_direction(J, r, damping=1.0, method="dense", rank=2)
+    with pytest.raises(ValueError, match="oversample must be >= 0"):
+        sl.natural_gradient_direction(J, r, damping=1.0, method="nystrom", oversample=-1)
     with pytest.raises(ValueError, match=r"rank must be in \[1, 3\]"):
         sl.natural_gradient_direction(J, r, damping=1.0, method="nystrom", rank=4)
-    with pytest.raises(ValueError, match="momentum must be < 1"):
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
         sl.spring_direction(J, r, backend.asarray(np.ones(3)), damping=1.0, momentum=1.0)

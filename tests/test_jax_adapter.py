@@ -51,8 +51,8 @@ def test_jacobian_operator_matches_jacfwd(chunk_size):
     np.testing.assert_allclose(
         np.asarray(J.rmatmat(jnp.asarray(Y))), Jd.T @ Y, rtol=1e-12, atol=1e-12
     )
-    # unravel maps flat vectors back to the pytree
-    back = J.unravel(jnp.arange(17.0))
+    # unflatten maps flat vectors back to the pytree
+    back = J.unflatten(jnp.arange(17.0))
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(params)
 
 
@@ -122,18 +122,6 @@ def test_differential_operators(method):
     )
     with pytest.raises(ValueError, match="method must be one of"):
         slj.laplacian(u, x, method="fd")
-
-
-def test_grid_line_search_takes_the_argmin():
-    def loss(t):
-        return jnp.sum((t - 0.4) ** 2)
-
-    # params - eta * direction = 1 - eta: the best grid point for 0.4 is eta = 1/2
-    eta, losses = slj.grid_line_search(loss, jnp.ones(3), jnp.ones(3))
-    assert float(eta) == 0.5
-    assert losses.shape == (31,) and float(eta) == float(0.5 ** jnp.argmin(losses))
-    eta_nan, _ = slj.grid_line_search(lambda t: jnp.nan * t.sum(), jnp.ones(3), jnp.ones(3))
-    assert float(eta_nan) == 0.0
 
 
 OPTIMIZERS = {
@@ -250,8 +238,6 @@ def test_bad_input_is_rejected_and_params_stay_finite():
         slj.sngd(lambda p: None, rank=1, damping=1.0).init({"n": jnp.arange(3)})
     with pytest.raises(ValueError, match="1-D"):
         slj.jacobian_operator(lambda p: jnp.ones((2, 2)) * p, jnp.ones(()))
-    with pytest.raises(ValueError, match="NaN/Inf"):
-        slj.jacobian_operator(lambda p: jnp.log(p - 2.0), jnp.ones(3))
     t = jnp.linspace(0, 1, 5)
     system = functools.partial(slj.jacobian_operator, lambda p: p[0] * t - t)
     opt = slj.sngd(system, rank=3, damping=1e-3)
@@ -269,12 +255,22 @@ def test_bad_input_is_rejected_and_params_stay_finite():
         slj.sngd(system, rank=1, damping=1e-3, line_search="wolfe")
     with pytest.raises(ValueError, match=r"sketch must be one of .*got 'srht'"):
         slj.sngd(system, rank=1, damping=1e-3, sketch="srht")
-    with pytest.raises(ValueError, match="weight must be > 0"):
+    with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
         slj.pinn_system(
             lambda p, x: p * x[0],
             jnp.ones(()),
-            [slj.Term(lambda u, x: u(x), jnp.ones((2, 1)), 0.0)],
+            [slj.Term(lambda u, x: u(x), jnp.ones((2, 1)), -1.0)],
         )
+    with pytest.raises(ValueError, match="learning_rate must be >= 0"):
+        slj.engd(system, learning_rate=-1.0)
+    with pytest.raises(ValueError, match="grid_size must be >= 1"):
+        slj.engd(system, grid_size=0)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['rank'\]"):
+        slj.engd(system, rank=3)
+    # numpy integer seeds are ints
+    slj.engd(system, seed=np.int64(3)).init(jnp.ones(2))
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        slj.engd(system, seed=-1)
 
 
 def test_operator_feeds_core_methods():
@@ -284,7 +280,8 @@ def test_operator_feeds_core_methods():
     Jd = np.asarray(J.to_dense())
     ref = np.linalg.solve(Jd.T @ Jd + 1e-2 * np.eye(17), Jd.T @ np.asarray(r))
     for method in ("dense", "woodbury", "nystrom-pcg"):
-        d, _ = sl.natural_gradient_direction(J, r, damping=1e-2, method=method, rank=9, rtol=1e-12)
+        options = {"rank": 9, "rtol": 1e-12} if method == "nystrom-pcg" else {}
+        d, _ = sl.natural_gradient_direction(J, r, damping=1e-2, method=method, **options)
         np.testing.assert_allclose(np.asarray(d), ref, rtol=1e-7, atol=1e-10)
 
 

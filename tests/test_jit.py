@@ -18,15 +18,23 @@ def _problem():
     return jnp.asarray(J), jnp.asarray(rng.standard_normal(30))
 
 
-@pytest.mark.parametrize(
-    "method", ["dense", "woodbury", "nystrom", "nystrom-pcg", "kernel-nystrom"]
-)
+OPTIONS = {
+    "dense": {},
+    "woodbury": {},
+    "svd": {},
+    "nystrom": {"rank": 20},
+    "nystrom-pcg": {"rank": 20, "rtol": 1e-12, "maxiter": 100},
+    "kernel-nystrom": {"rank": 20},
+}
+
+
+@pytest.mark.parametrize("method", list(OPTIONS))
 def test_direction_jits_and_matches_eager(method):
     J, r = _problem()
 
     def step(J, r, key, mu):
         d, info = sl.natural_gradient_direction(
-            J, r, damping=mu, method=method, rank=20, seed=key, rtol=1e-12, maxiter=100
+            J, r, damping=mu, method=method, seed=key, **OPTIONS[method]
         )
         return d, info.effective_dimension, info.iterations
 

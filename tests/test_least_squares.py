@@ -152,6 +152,58 @@ def test_matrix_free_jacobian(direction):
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("direction", "options", "per_point"),
+    [
+        ("nystrom", {"rank": 3}, 3),  # J Omega, J^T [J Omega, f], and g = J^T f
+        ("dense", {}, 2),  # J materialized (to_dense: one product), g = J^T f
+        ("woodbury", {}, 2),
+        ("kernel-nystrom", {"rank": 10}, 4),  # 2 for K Omega, g, and J^T y per trial
+    ],
+)
+def test_one_factorization_serves_every_damping_trial(direction, options, per_point):
+    """Rejected trial steps re-solve the point's factorization or sketch for a new damping:
+    the passes over J per Jacobian evaluation do not grow with the number of trials."""
+    fun, jac, _ = PROBLEMS["exp-fit"]
+    passes: list[list[int]] = []
+
+    def counting_jac(p):
+        J = jac(p)
+        count = [0]
+        passes.append(count)
+
+        def mm(X):
+            count[0] += 1
+            return J @ X
+
+        def rmm(Y):
+            count[0] += 1
+            return J.T @ Y
+
+        return sl.FunctionOperator(mm, rmm, shape=J.shape, dtype=J.dtype, xp=np)
+
+    res = sl.least_squares(
+        fun,
+        np.array([10.0, 3.0, -5.0]),
+        jac=counting_jac,
+        direction=direction,
+        x_scale=1.0,
+        direction_options=options,
+        initial_damping=1e-8,
+        max_nfev=500,
+        **TIGHT,
+    )
+    assert res.success, res.message
+    rejected = res.nfev - 1 - res.nit
+    assert rejected >= 3  # the far start and the tiny initial damping force rejections
+    trials_at = len(passes) - 1  # the last Jacobian only gives the final gradient
+    body = [c[0] for c in passes[1:trials_at]]  # the first also runs the power iteration
+    if direction == "kernel-nystrom":  # one product with J^T per trial maps y back
+        assert sum(body) <= (per_point - 1) * len(body) + res.nfev
+    else:
+        assert set(body) == {per_point}, body
+
+
 def test_sketched_direction_below_full_rank_still_converges():
     """A rank-2 sketch of a 3-parameter Gauss–Newton matrix: inexact steps, judged by the
     exact model value, still reach the minimizer (more slowly)."""

@@ -95,7 +95,8 @@ def test_model_against_measured_numpy_allocations(N, P, rank) -> None:
         tracemalloc.start()
         try:
             start = tracemalloc.get_traced_memory()[0]
-            sl.natural_gradient_direction(J, r, damping=1e-6, method=method, rank=rank)
+            options = {} if method in ("dense", "woodbury") else {"rank": rank}
+            sl.natural_gradient_direction(J, r, damping=1e-6, method=method, **options)
             peak = tracemalloc.get_traced_memory()[1] - start
         finally:
             tracemalloc.stop()

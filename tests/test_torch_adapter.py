@@ -54,7 +54,6 @@ def test_public_names_follow_the_shared_vocabulary_and_are_documented():
         "laplacian",
         "time_derivative",
         "divergence",
-        "grid_line_search",
         "SNGD",
         "ENGD",
         "ENGDWoodbury",
@@ -92,7 +91,8 @@ def test_jacobian_operator_products_equal_jacrev(chunk_size):
     P = sum(v.numel() for v in params.values() if v.requires_grad)
     assert J.shape == (12, P) == tuple(ref.shape)
     assert J.path == "matrix-free" and J.matrix is None
-    assert J.dtype == F64 and J.names == [k for k, v in params.items() if v.requires_grad]
+    names = [k for k, v in params.items() if v.requires_grad]
+    assert J.dtype == F64 and list(J.unflatten(torch.zeros(P, dtype=F64))) == names
     g = torch.Generator().manual_seed(2)
     X = torch.randn(P, 7, dtype=F64, generator=g)
     Y = torch.randn(12, 5, dtype=F64, generator=g)
@@ -122,10 +122,9 @@ def test_jacobian_operator_lone_tensor_and_unflatten():
     ("residual", "error", "match"),
     [
         (lambda p: p["x"].reshape(1, 2) * 2, ValueError, "1-D residual"),
-        (lambda p: p["x"] / 0.0, ValueError, "non-finite"),
         (lambda p: p["x"].float(), TypeError, "dtype"),
     ],
-    ids=["2-D", "non-finite", "dtype"],
+    ids=["2-D", "dtype"],
 )
 def test_jacobian_operator_rejects_bad_residuals(residual, error, match):
     x = torch.ones(2, dtype=F64, requires_grad=True)
@@ -187,7 +186,7 @@ def test_pinn_system_writes_into_a_given_buffer():
         _, J, used = slt.pinn_system(net, None, terms, path="auto", chunk_size=4, out=buf)
         assert used == "materialized" and J.matrix.data_ptr() == buf.data_ptr()
         torch.testing.assert_close(buf, ref, rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"out must be a contiguous tensor of shape \(11, 59\)"):
+    with pytest.raises(ValueError, match=r"out must be a contiguous array of shape \(11, 59\)"):
         slt.pinn_system(net, None, terms, out=torch.empty(11, 58, dtype=F64))
     with pytest.raises(ValueError, match="contiguous=False"):
         slt.pinn_system(net, None, terms, out=torch.empty(59, 11, dtype=F64).T)
@@ -214,8 +213,11 @@ def test_pinn_system_auto_path_follows_the_memory_budget():
     terms = poisson_terms()
     N, P = 11, 17
     assert slt.pinn_system(net, None, terms).path == "materialized"
-    assert slt.pinn_system(net, None, terms, memory_budget=N * P * 8).path == "materialized"
-    assert slt.pinn_system(net, None, terms, memory_budget=N * P * 8 - 1).path == "matrix-free"
+    # the core's rule: materialized when a step with the explicit J fits the budget
+    need = sl.estimate_memory("nystrom", N, P, rank=P, jacobian="materialized").bytes
+    assert slt.pinn_system(net, None, terms, memory_budget=need).path == "materialized"
+    assert slt.pinn_system(net, None, terms, memory_budget=need - 1).path == "matrix-free"
+    assert sl.jacobian_path(N, P, memory_budget=need - 1) == "matrix-free"
 
 
 def test_pinn_system_respects_buffers_and_frozen_parameters():
@@ -232,7 +234,11 @@ def test_pinn_system_respects_buffers_and_frozen_parameters():
     net.body[0].weight.requires_grad_(False)
     terms = poisson_terms()
     r, J, _ = slt.pinn_system(net, None, terms)  # params: the trainable ones
-    assert J.names == ["body.0.bias", "body.2.weight", "body.2.bias"]
+    assert list(J.unflatten(torch.zeros(9, dtype=F64))) == [
+        "body.0.bias",
+        "body.2.weight",
+        "body.2.bias",
+    ]
     assert J.shape == (11, 4 + 4 + 1)
     params = dict(net.named_parameters())  # frozen entry included: not differentiated
     r2, J2, _ = slt.pinn_system(net, params, terms, path="matrix-free")
@@ -260,9 +266,6 @@ def test_pinn_system_rejects_bad_input():
     vec = [slt.Term(lambda u, x: torch.stack([u(x), u(x)]), terms[0].points)]
     with pytest.raises((ValueError, RuntimeError), match="scalar"):
         slt.pinn_system(net, None, vec)
-    nan = [slt.Term(lambda u, x: u(x) / 0.0 * 0.0, terms[0].points)]
-    with pytest.raises(ValueError, match="non-finite"):
-        slt.pinn_system(net, None, nan)
     with pytest.raises(ValueError, match=r"name no parameter or buffer.*\[0, 1, 2, 3\]"):
         slt.pinn_system(net, dict(enumerate(net.parameters())), terms)
     with pytest.raises(TypeError, match="params must be a dict"):
@@ -325,47 +328,6 @@ def test_differential_operators_reject_bad_points():
         slt.laplacian(lambda x: x.sum(), torch.zeros(2), method="taylor")
     with pytest.raises(ValueError, match="index"):
         slt.time_derivative(lambda x: x.sum(), torch.zeros(2), 2)
-
-
-# -- line searches ------------------------------------------------------------------------
-
-
-def test_grid_line_search_is_one_batched_pass_equal_to_a_loop():
-    g = torch.Generator().manual_seed(0)
-    params = {"a": torch.randn(3, dtype=F64, generator=g), "b": torch.randn(2, dtype=F64)}
-    direction = {"a": torch.randn(3, dtype=F64, generator=g)}  # "b" stays fixed
-
-    def loss(p):
-        return ((p["a"] - 1.0) ** 2).sum() + torch.tanh(p["b"]).sum()
-
-    eta, losses = slt.grid_line_search(loss, params, direction, num=31)
-    etas = [2.0**-k for k in range(31)]
-    loop = torch.stack([loss({**params, "a": params["a"] - e * direction["a"]}) for e in etas])
-    torch.testing.assert_close(losses, loop, rtol=1e-14, atol=1e-14)
-    assert float(eta) == etas[int(torch.argmin(loop))]
-
-
-def test_grid_line_search_ignores_non_finite_losses():
-    x = torch.tensor([1.0], dtype=F64)
-    d = torch.tensor([1.0], dtype=F64)
-
-    def loss(p):  # NaN for steps >= 1/4, else (x - eta)^2 with minimum at eta -> 1/8
-        return torch.where(p < 0.76, torch.nan, (p - 0.875) ** 2).sum()
-
-    eta, losses = slt.grid_line_search(loss, x, d, num=6)
-    assert float(eta) == 0.125
-    assert torch.isinf(losses[:2]).all()
-    eta0, _ = slt.grid_line_search(lambda p: (p / 0.0 * 0.0).sum(), x, d, num=4)
-    assert float(eta0) == 0.0
-
-
-def test_armijo_line_search():
-    x = torch.tensor([3.0], dtype=F64)
-    d = 2 * x  # the gradient of x^2: eta = 1/2 is exact
-    eta = slt.armijo_line_search(lambda p: (p**2).sum(), x, d, slope=float(d @ d))
-    assert float(eta) == 0.5
-    # not a descent direction: no step
-    assert float(slt.armijo_line_search(lambda p: (p**2).sum(), x, -d, slope=-36.0)) == 0.0
 
 
 # -- SciPy interop --------------------------------------------------------------------

@@ -11,9 +11,9 @@ from typing import Any
 import array_api_compat as _compat
 
 import sketchlinalg as sl
+from sketchlinalg._interop import check_importable, dtype_name, namespace_of
 
 from ._device import cupy_namespace
-from ._dlpack import check_importable, dtype_name, exchange, target_name
 
 __all__ = ["DLPackOperator", "aslinearoperator", "dlpack_operator", "function_operator"]
 
@@ -91,32 +91,12 @@ class _ScipyLikeOperator(sl.LinearOperator):
 def aslinearoperator(A: Any, *, symmetric: bool = False, psd: bool = False) -> sl.LinearOperator:
     """A :class:`sketchlinalg.LinearOperator` from a CuPy array, sparse matrix or operator.
 
-    Accepted (each becomes an operator whose products are arrays of the same library):
-
-    * a 2-D ``cupy.ndarray`` (any array-API array: :func:`sketchlinalg.aslinearoperator`);
-    * a ``cupyx.scipy.sparse`` matrix (``A @ X`` and ``A.T @ Y`` on dense blocks);
-    * a ``cupyx.scipy.sparse.linalg.LinearOperator`` (its ``matmat`` / ``rmatmat``);
-    * a :class:`sketchlinalg.LinearOperator` (returned, with the tags added).
-
-    SciPy sparse matrices and SciPy ``LinearOperator``\\ s are accepted the same way (their
-    products are NumPy arrays), which keeps these code paths testable without a GPU.
-
-    Parameters
-    ----------
-    A : array, sparse matrix or LinearOperator
-        Real floating dtype, shape ``(m, n)``.
-    symmetric, psd : bool
-        Tags, asserted by the caller (not checked numerically). An operator without
-        ``rmatmat`` needs ``symmetric=True`` (or ``psd=True``) to be transposed.
-
-    Returns
-    -------
-    sketchlinalg.LinearOperator
-
-    Raises
-    ------
-    TypeError
-        ``A`` is none of the above, or its dtype is not real floating.
+    Takes a 2-D ``cupy.ndarray`` (any array-API array), a ``cupyx.scipy.sparse`` matrix
+    (``A @ X``, ``A.T @ Y``), a ``cupyx.scipy.sparse.linalg.LinearOperator`` (its
+    ``matmat`` / ``rmatmat``; without ``rmatvec`` it needs ``symmetric`` or ``psd``) or a
+    :class:`sketchlinalg.LinearOperator`; SciPy's sparse matrices and operators work the
+    same way on the host (which tests these paths without a GPU). The tags are asserted by
+    the caller, not checked. ``TypeError`` for anything else or a non-floating dtype.
 
     Examples
     --------
@@ -126,9 +106,6 @@ def aslinearoperator(A: Any, *, symmetric: bool = False, psd: bool = False) -> s
     >>> op = aslinearoperator(sp.diags([1.0, 2.0, 3.0]).tocsr(), psd=True)
     >>> op.matvec(np.ones(3)).tolist()
     [1.0, 2.0, 3.0]
-
-    With CuPy the same call takes ``cupyx.scipy.sparse.csr_matrix`` or a
-    ``cupyx.scipy.sparse.linalg.LinearOperator``, and the core then runs on the GPU.
     """
     where = "aslinearoperator"
     if isinstance(A, sl.LinearOperator) or _compat.is_array_api_obj(A):
@@ -161,30 +138,10 @@ def function_operator(
     psd: bool = False,
     xp: Any = None,
 ) -> sl.FunctionOperator:
-    """An operator from block-product callables on CuPy arrays.
-
-    :class:`sketchlinalg.FunctionOperator` with the CuPy namespace filled in.
-
-    Parameters
-    ----------
-    matmat : callable
-        ``X (n, k) -> A X (m, k)`` on CuPy arrays.
-    rmatmat : callable, optional
-        ``Y (m, k) -> A^T Y (n, k)``; omit it for a symmetric operator.
-    shape : tuple of int
-        ``(m, n)``.
-    dtype : dtype, optional
-        ``float32`` or ``float64`` (default ``float64``).
-    device : cupy.cuda.Device, optional
-        When given, every block is checked to be on it.
-    symmetric, psd : bool
-        Tags (``psd`` implies ``symmetric``).
-    xp : namespace, optional
-        Array namespace of the products; default ``array_api_compat.cupy``.
-
-    Returns
-    -------
-    sketchlinalg.FunctionOperator
+    """:class:`sketchlinalg.FunctionOperator` on CuPy arrays: block products ``matmat``
+    (``X (n, k) -> A X``) and ``rmatmat`` (``Y (m, k) -> A^T Y``; omit for a symmetric
+    operator) of ``shape (m, n)``; ``dtype`` default ``float64``; ``device`` checked on every
+    block when given; ``xp`` default ``array_api_compat.cupy``.
 
     Examples
     --------
@@ -195,7 +152,7 @@ def function_operator(
     [2.0, 2.0, 2.0]
     """
     where = "function_operator"
-    xp = cupy_namespace(where) if xp is None else _array_namespace(xp, where)
+    xp = cupy_namespace(where) if xp is None else namespace_of(xp, where)
     dtype = xp.float64 if dtype is None else _real_floating_dtype(dtype, xp, "dtype", where)
     return sl.FunctionOperator(
         matmat,
@@ -209,139 +166,33 @@ def function_operator(
     )
 
 
-def _array_namespace(xp: Any, where: str) -> Any:
-    """The array-API namespace for a module (``cupy`` -> ``array_api_compat.cupy``...)."""
-    if not callable(getattr(xp, "from_dlpack", None)):
-        raise TypeError(
-            f"{where}: xp must be an array namespace with from_dlpack (array_api_compat.cupy, "
-            f"array_api_compat.torch, jax.numpy, array_api_compat.numpy, ...), got {xp!r}"
-        )
-    name = target_name(xp)
-    if name == "cupy":
-        return cupy_namespace(where)
-    if name in ("numpy", "torch"):
-        return importlib.import_module(f"array_api_compat.{name}")
-    return xp
+DLPackOperator = sl.DLPackOperator
 
 
-class DLPackOperator(sl.LinearOperator):
-    """An operator of one library seen as an operator of another, by DLPack exchange.
+def dlpack_operator(J: sl.LinearOperator, xp: Any = None) -> sl.DLPackOperator:
+    """Run the core on CuPy with an operator whose products are PyTorch or JAX GPU arrays:
+    :class:`sketchlinalg.DLPackOperator` with CuPy as the default ``xp``.
 
-    Every product hands its block to ``base`` by DLPack (no copy), lets ``base`` compute
-    (a PyTorch or JAX Jacobian product on the GPU, say) and hands the result back, so the
-    core can run on CuPy arrays while the model stays in its framework, and nothing passes
-    through the host. Tags, shape and dtype are those of ``base``.
-
-    Parameters
-    ----------
-    base : sketchlinalg.LinearOperator
-        Operator whose products are arrays of another library, e.g. the Jacobian of
-        ``sketchlinalg_torch.jacobian_operator`` or ``sketchlinalg_jax.pinn_system`` on a GPU.
-    xp : namespace, optional
-        Namespace of the new operator's products; default ``array_api_compat.cupy``.
-
-    Attributes
-    ----------
-    base : sketchlinalg.LinearOperator
-        The wrapped operator.
-
-    Raises
-    ------
-    TypeError
-        ``base`` is not a LinearOperator, or ``xp`` has no float dtype of ``base``'s name.
-    ValueError
-        ``base`` lives on a device that ``xp`` cannot wrap without a copy (a host operator
-        for CuPy). When ``base.device`` is unknown (``None``), this is checked at the
-        first product instead.
-
-    Notes
-    -----
-    ``device`` is the device of ``xp`` that ``base.device`` maps to (``None`` when
-    ``base.device`` is unknown; CuPy then works on its current device).
-    """
-
-    def __init__(self, base: sl.LinearOperator, xp: Any = None) -> None:
-        where = "DLPackOperator"
-        if not isinstance(base, sl.LinearOperator):
-            raise TypeError(
-                f"{where}: base must be a sketchlinalg.LinearOperator, got {type(base).__name__}"
-            )
-        target = "cupy" if xp is None else target_name(xp)
-        probe = None
-        if base.device is not None:
-            probe = base.xp.zeros((1, 1), dtype=base.dtype, device=base.device)
-            check_importable(probe, target, name=f"base (on {base.device})", where=where)
-        xp = cupy_namespace(where) if xp is None else _array_namespace(xp, where)
-        dtype = getattr(xp, dtype_name(base.dtype), None)
-        if dtype is None:
-            raise TypeError(f"{where}: {target} has no dtype {dtype_name(base.dtype)}")
-        device = None
-        if probe is not None:
-            device = _compat.device(exchange(probe, xp, name="base", where=where))
-        super().__init__(
-            base.shape, dtype, xp=xp, device=device, symmetric=base.is_symmetric, psd=base.is_psd
-        )
-        self.base = base
-
-    def _to_base(self, X: Array, name: str) -> Array:
-        return exchange(X, self.base.xp, name=name, where=f"{type(self).__name__} product")
-
-    def _from_base(self, Y: Array, name: str) -> Array:
-        return exchange(Y, self.xp, name=name, where=f"{type(self).__name__} product")
-
-    def _matmat(self, X: Array) -> Array:
-        return self._from_base(self.base.matmat(self._to_base(X, "X")), "base.matmat(X)")
-
-    def _rmatmat(self, Y: Array) -> Array:
-        return self._from_base(self.base.rmatmat(self._to_base(Y, "Y")), "base.rmatmat(Y)")
-
-    def to_dense(self) -> Array:
-        """``base.to_dense()`` by DLPack (no copy when ``base`` is materialized)."""
-        return self._from_base(self.base.to_dense(), "base.to_dense()")
-
-    @property
-    def is_materialized(self) -> bool:
-        """Whether ``base`` holds its entries."""
-        return self.base.is_materialized
-
-
-def dlpack_operator(J: sl.LinearOperator, xp: Any = None) -> DLPackOperator:
-    """Run the core on CuPy with an operator whose products are PyTorch or JAX GPU arrays.
-
-    Wraps ``J`` in a :class:`DLPackOperator`: the sketch, the factorizations and the solve
-    of :func:`sketchlinalg.natural_gradient_direction` then run on CuPy arrays, each block
-    product crosses to ``J``'s library and back by DLPack without a copy, and the
-    direction comes out as a CuPy array (hand it back with :func:`to_torch` /
-    :func:`to_jax`).
-
-    Parameters
-    ----------
-    J : sketchlinalg.LinearOperator
-        Over torch-CUDA tensors or JAX GPU arrays (any DLPack-capable library works).
-    xp : namespace, optional
-        Namespace of the new products; default CuPy. Host namespaces pair the same way
-        (NumPy with PyTorch-CPU), which is how this path is tested without a GPU.
-
-    Returns
-    -------
-    DLPackOperator
+    The sketch, the factorizations and the solve then run on CuPy arrays, each block
+    product crosses to ``J``'s library and back by DLPack without a copy, and the direction
+    comes out as a CuPy array (hand it back with :func:`to_torch` / :func:`to_jax`).
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import torch
-    >>> import sketchlinalg as sl
-    >>> from sketchlinalg_cupy import dlpack_operator
-    >>> J = sl.aslinearoperator(torch.arange(6.0, dtype=torch.float64).reshape(2, 3))
-    >>> Jn = dlpack_operator(J, np)   # the same operator, NumPy in and out
-    >>> Jn.matvec(np.ones(3)).tolist()
-    [3.0, 12.0]
-
     On a GPU (not run as a doctest)::
 
         r, J = sketchlinalg_torch.jacobian_operator(residual_fn, params)   # torch CUDA
         d, info = sl.natural_gradient_direction(
             dlpack_operator(J), from_torch(r), damping=1e-8, method="nystrom", rank=200)
-        d_torch = to_torch(d)
     """
-    return DLPackOperator(J, xp)
+    where = "DLPackOperator"
+    if xp is None:
+        if not isinstance(J, sl.LinearOperator):
+            raise TypeError(
+                f"{where}: base must be a sketchlinalg.LinearOperator, got {type(J).__name__}"
+            )
+        if J.device is not None:  # say "host memory" before "CuPy is not installed"
+            probe = J.xp.zeros((1, 1), dtype=J.dtype, device=J.device)
+            check_importable(probe, "cupy", name=f"base (on {J.device})", where=where)
+        xp = cupy_namespace(where)
+    return sl.DLPackOperator(J, xp)

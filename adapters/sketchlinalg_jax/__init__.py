@@ -1,14 +1,14 @@
 """sketchlinalg_jax: JAX adapter of sketchlinalg.
 
-Jacobian operators of residual functions of pytrees, PINN residual systems, differential
-operators, and natural-gradient optimizers as optax transformations (SNGD, ENGD,
-ENGD-Woodbury, Nystrom-PCG, SPRING). Natural-gradient work wants float64:
+Jacobian operators of residual functions of pytrees, the per-point kernels of PINN systems,
+differential operators, and natural-gradient optimizers as optax transformations (SNGD,
+ENGD, ENGD-Woodbury, Nystrom-PCG, SPRING) over the core's step engine
+(:class:`sketchlinalg.StepEngine`). Natural-gradient work wants float64:
 ``jax.config.update("jax_enable_x64", True)`` before creating arrays; float32 works.
 """
 
 from ._diffops import LAPLACIAN_METHODS, divergence, gradient, laplacian, time_derivative
 from ._least_squares import JACOBIAN_MODES, least_squares
-from ._linesearch import armijo_line_search, grid_line_search
 from ._operators import JacobianOperator, jacobian_operator
 from ._optim import (
     LINE_SEARCHES,
@@ -31,11 +31,9 @@ __all__ = [
     "NGDState",
     "PINNSystem",
     "Term",
-    "armijo_line_search",
     "divergence",
     "engd",
     "engd_woodbury",
-    "grid_line_search",
     "gradient",
     "jacobian_operator",
     "laplacian",

@@ -12,7 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 import sketchlinalg as sl
 
-from ._operators import JacobianOperator, _chunked, check_params
+from ._operators import JacobianOperator, check_params
 
 __all__ = ["JACOBIAN_MODES", "least_squares"]
 
@@ -37,23 +37,14 @@ def least_squares(
     r""":func:`sketchlinalg.least_squares` for a residual function of a pytree, with exact
     Jacobians from JAX.
 
-    Minimizes ``1/2 ||f(x)||^2`` for ``f = fun(x, *args, **kwargs)`` (any shape; it is
-    flattened to ``(m,)``) over a pytree ``x`` of float arrays (a plain array works too),
-    by Levenberg–Marquardt. The parameters are flattened with
-    ``jax.flatten_util.ravel_pytree`` (``n`` entries) and the Jacobian is built by
-    automatic differentiation:
-
-    * ``"dense"``: the ``(m, n)`` array, by ``jax.jacfwd`` (``n`` JVPs) when ``n <= m``,
-      else ``jax.jacrev`` (``m`` VJPs), compiled once with ``jax.jit``. The solver then
-      uses an SVD and a trust region (MINPACK-like accuracy).
-    * ``"operator"``: a matrix-free :class:`sketchlinalg_jax.JacobianOperator` (batched
-      JVPs / VJPs, ``chunk_size`` columns at a time, compiled once as functions of the
-      parameters and the block), for models too large to materialize; the solver then uses
-      :func:`sketchlinalg.natural_gradient_direction`
-      (``direction="auto"`` chooses an exact method or Nystrom-PCG) with Nielsen's damping and
-      ``x_scale=1`` unless given.
-    * ``"auto"``: ``"dense"`` when ``m n <= dense_limit``, else ``"operator"`` (``m`` from
-      ``jax.eval_shape``, without evaluating ``fun``).
+    Minimizes ``1/2 ||f(x)||^2`` for ``f = fun(x, *args, **kwargs)`` (flattened to
+    ``(m,)``) over a pytree ``x`` of float arrays (``ravel_pytree``: ``n`` entries) by
+    Levenberg–Marquardt, with the Jacobian by automatic differentiation:
+    ``"dense"``, the ``(m, n)`` array by ``jacfwd`` (``n <= m``) or ``jacrev``, compiled
+    once (the solver then uses an SVD and a trust region); ``"operator"``, a matrix-free
+    :class:`sketchlinalg.JacobianOperator` (batched JVPs / VJPs, ``chunk_size`` columns at
+    a time, compiled once as functions of the parameters and the block; ``x_scale=1``
+    unless given); ``"auto"``, ``"dense"`` when ``m n <= dense_limit``.
 
     Parameters
     ----------
@@ -80,7 +71,7 @@ def least_squares(
     sketchlinalg.LeastSquaresResult
         With ``x`` and ``grad`` as pytrees like ``x0``; ``fun`` is the flattened residual
         and ``jac`` the Jacobian over the flattened parameters (an array, or a
-        :class:`sketchlinalg_jax.JacobianOperator` whose ``unravel`` maps a flat vector to
+        :class:`sketchlinalg.JacobianOperator` whose ``unflatten`` maps a flat vector to
         the pytree).
 
     References
@@ -148,18 +139,11 @@ def _operator_jacobian(
     """
 
     def jvp_block(theta: jax.Array, X: jax.Array) -> jax.Array:
-        def jvp(v: jax.Array) -> jax.Array:
-            return jax.jvp(flat_fun, (theta,), (v,))[1]
-
-        return _chunked(jax.vmap(jvp, in_axes=1, out_axes=1), X, chunk_size)
+        return jax.vmap(lambda v: jax.jvp(flat_fun, (theta,), (v,))[1], 1, 1)(X)
 
     def vjp_block(theta: jax.Array, Y: jax.Array) -> jax.Array:
-        _, pullback = jax.vjp(flat_fun, theta)
-
-        def vjp(u: jax.Array) -> jax.Array:
-            return pullback(u)[0]
-
-        return _chunked(jax.vmap(vjp, in_axes=1, out_axes=1), Y, chunk_size)
+        pullback = jax.vjp(flat_fun, theta)[1]
+        return jax.vmap(lambda u: pullback(u)[0], 1, 1)(Y)
 
     jvp_fn = jax.jit(jvp_block) if jit else jvp_block
     vjp_fn = jax.jit(vjp_block) if jit else vjp_block
@@ -170,8 +154,10 @@ def _operator_jacobian(
             functools.partial(vjp_fn, theta),
             shape=shape,
             dtype=dtype,
+            xp=jnp,
             path="matrix-free",
-            unravel=unravel,
+            unflatten=unravel,
+            chunk_size=chunk_size,
         )
 
     return jac

@@ -1,10 +1,10 @@
 """sketchlinalg_torch: the PyTorch adapter of sketchlinalg.
 
-Jacobian operators of residual functions built with ``torch.func``, PINN residual systems
-(materialized per-point Jacobians or matrix-free JVP/VJP products), differential operators,
-ENGD's grid line search, and natural-gradient ``torch.optim.Optimizer`` classes (SNGD,
-ENGD, ENGD-Woodbury, Nystrom-PCG, SPRING) whose directions come from
-:func:`sketchlinalg.natural_gradient_direction` and :func:`sketchlinalg.spring_direction`.
+Jacobian operators of residual functions built with ``torch.func``, the per-point kernels
+of PINN residual systems (materialized per-point Jacobians or matrix-free JVP/VJP
+products), differential operators, and natural-gradient ``torch.optim.Optimizer`` classes
+(SNGD, ENGD, ENGD-Woodbury, Nystrom-PCG, SPRING) over the core's step engine
+(:class:`sketchlinalg.StepEngine`).
 Natural-gradient work wants float64; float32 works.
 
 The names and their meaning are shared with ``sketchlinalg_jax`` (adapters/README.md).
@@ -25,7 +25,6 @@ import warnings as _warnings
 import torch as _torch
 
 from ._diffops import LAPLACIAN_METHODS, divergence, gradient, laplacian, time_derivative
-from ._linesearch import armijo_line_search, grid_line_search
 from ._operators import JacobianOperator, jacobian_operator, to_scipy
 from ._optim import (
     ENGD,
@@ -51,10 +50,8 @@ __all__ = [
     "NystromPCG",
     "PINNSystem",
     "Term",
-    "armijo_line_search",
     "divergence",
     "gradient",
-    "grid_line_search",
     "jacobian_operator",
     "laplacian",
     "pinn_residual",

@@ -33,17 +33,8 @@ def _check_point(x: torch.Tensor, where: str) -> None:
 
 
 def gradient(u: Scalar, x: torch.Tensor) -> torch.Tensor:
-    """Gradient ``grad u(x)`` of a scalar function of one point (one reverse pass).
-
-    Parameters
-    ----------
-    u : callable
-        ``u(x) -> scalar`` tensor for ``x`` of shape ``(d,)``.
-    x : torch.Tensor of shape (d,)
-
-    Returns
-    -------
-    torch.Tensor of shape (d,)
+    """Gradient ``grad u(x)`` of a scalar function ``u`` of one point ``x`` of shape ``(d,)``
+    (one reverse pass); shape ``(d,)``.
 
     Examples
     --------
@@ -57,19 +48,8 @@ def gradient(u: Scalar, x: torch.Tensor) -> torch.Tensor:
 
 
 def time_derivative(u: Scalar, x: torch.Tensor, index: int = 0) -> torch.Tensor:
-    """Partial derivative ``du/dx_index`` at one point (one forward-mode JVP).
-
-    Parameters
-    ----------
-    u : callable
-        ``u(x) -> scalar`` tensor.
-    x : torch.Tensor of shape (d,)
-    index : int
-        Coordinate to differentiate; ``0`` is time by the convention ``x = (t, space)``.
-
-    Returns
-    -------
-    torch.Tensor, 0-d
+    """Partial derivative ``du/dx_index`` at one point ``x`` of shape ``(d,)`` (one
+    forward-mode JVP; ``index`` 0 is time by the convention ``x = (t, space)``); 0-d.
 
     Examples
     --------
@@ -87,19 +67,9 @@ def time_derivative(u: Scalar, x: torch.Tensor, index: int = 0) -> torch.Tensor:
 
 
 def divergence(v: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Divergence ``sum_i dv_i / dx_i`` of a vector field ``v: R^d -> R^d`` at one point.
-
-    Computed as the trace of the forward-mode Jacobian (``d`` JVPs in one ``vmap``).
-
-    Parameters
-    ----------
-    v : callable
-        ``v(x) -> tensor of shape (d,)``.
-    x : torch.Tensor of shape (d,)
-
-    Returns
-    -------
-    torch.Tensor, 0-d
+    """Divergence ``sum_i dv_i / dx_i`` of a vector field ``v: R^d -> R^d`` at one point
+    ``x`` of shape ``(d,)``: the trace of the forward-mode Jacobian (``d`` JVPs in one
+    ``vmap``); 0-d.
 
     Examples
     --------

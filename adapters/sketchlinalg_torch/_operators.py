@@ -18,6 +18,7 @@ import torch
 from torch.func import jvp, vjp, vmap
 
 import sketchlinalg as sl
+from sketchlinalg import JacobianOperator
 
 __all__ = ["JacobianOperator", "jacobian_operator", "to_scipy"]
 
@@ -113,170 +114,32 @@ def merge(
     return {**frozen, **trainable}
 
 
-def check_residual(r: Any, where: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A residual must be a finite 1-D tensor (of the parameters' dtype when given)."""
-    if not isinstance(r, torch.Tensor):
-        raise TypeError(
-            f"{where} must return the residual as a torch.Tensor of shape (N,), "
-            f"got {type(r).__name__}"
-        )
-    if r.ndim != 1:
-        raise ValueError(
-            f"{where} must return a 1-D residual of shape (N,), got shape {tuple(r.shape)} "
-            "(flatten it, e.g. r.reshape(-1))"
-        )
-    if dtype is not None and r.dtype != dtype:
-        raise TypeError(
-            f"{where} returned a residual of dtype {r.dtype}, expected the parameters' {dtype}"
-        )
-    if not bool(torch.isfinite(r).all()):
-        bad = int((~torch.isfinite(r)).sum())
-        raise ValueError(
-            f"{where} returned a residual with {bad} non-finite entries of {r.shape[0]} "
-            "(expected all finite); the parameters were not changed"
-        )
-    return r
-
-
-def _chunked(
-    fn: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, chunk_size: int | None
-) -> torch.Tensor:
-    """Apply ``fn`` to column blocks of ``X`` (``(n, k)`` -> ``(m, k)``) of ``chunk_size``."""
-    k = X.shape[1]
-    c = k if chunk_size is None else chunk_size
-    if k <= c:
-        return fn(X)
-    return torch.cat([fn(X[:, i : i + c]) for i in range(0, k, c)], dim=1)
-
-
-def check_chunk_size(chunk_size: Any) -> int | None:
-    """``None`` or a positive int."""
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    return chunk_size
-
-
-class JacobianOperator(sl.FunctionOperator):
-    """A residual Jacobian ``J`` (``N x P``) over the flattened trainable parameters.
-
-    Built by :func:`jacobian_operator` (``path="matrix-free"``) or :func:`pinn_system`
-    (``"materialized"`` or ``"matrix-free"``); a :class:`sketchlinalg.FunctionOperator`,
-    so every core routine accepts it.
-
-    Attributes
-    ----------
-    path : str
-        ``"materialized"`` (``matrix`` holds ``J``) or ``"matrix-free"`` (products are
-        batched JVPs and VJPs).
-    matrix : torch.Tensor or None
-        The explicit ``(N, P)`` Jacobian on the materialized path.
-    names : list
-        Keys of the trainable tensors, in the order of the flattened columns.
-    shapes : list of tuple
-        Their shapes.
-    """
-
-    def __init__(
-        self,
-        matmat: Callable[[torch.Tensor], torch.Tensor],
-        rmatmat: Callable[[torch.Tensor], torch.Tensor],
-        *,
-        shape: tuple[int, int],
-        layout: _Layout,
-        path: str,
-        matrix: torch.Tensor | None = None,
-    ) -> None:
-        probe = torch.empty(0, dtype=layout.dtype, device=layout.device)
-        super().__init__(
-            matmat,
-            rmatmat,
-            shape=shape,
-            dtype=layout.dtype,
-            xp=array_api_compat.array_namespace(probe),
-            device=layout.device,
-        )
-        self.path = path
-        self.matrix = matrix
-        self._layout = layout
-        self.names = list(layout.names)
-        self.shapes = list(layout.shapes)
-
-    @property
-    def is_materialized(self) -> bool:
-        """True on the materialized path (``auto`` then counts no materialization cost)."""
-        return self.matrix is not None
-
-    def to_dense(self) -> torch.Tensor:
-        """The explicit ``(N, P)`` Jacobian (free on the materialized path)."""
-        if self.matrix is not None:
-            return self.matrix
-        return super().to_dense()
-
-    def unflatten(self, vector: torch.Tensor) -> dict[Any, torch.Tensor]:
-        """Split a parameter-space vector ``(P,)`` into a dict of tensors shaped like the
-        trainable parameters (keys ``names``; the key of a lone tensor is ``None``).
-        """
-        if not isinstance(vector, torch.Tensor) or tuple(vector.shape) != (self.shape[1],):
-            raise ValueError(
-                f"unflatten: expected a tensor of shape ({self.shape[1]},), got "
-                f"{tuple(getattr(vector, 'shape', ()))}"
-            )
-        return self._layout.unflatten(vector)
-
-    def __repr__(self) -> str:
-        return f"<JacobianOperator shape={self.shape} dtype={self.dtype} path={self.path}>"
-
-
-def matrix_operator(M: torch.Tensor, layout: _Layout) -> JacobianOperator:
-    """A materialized Jacobian as a :class:`JacobianOperator`."""
-    return JacobianOperator(
-        lambda X: M @ X,
-        lambda Y: M.T @ Y,
-        shape=(M.shape[0], M.shape[1]),
-        layout=layout,
-        path="materialized",
-        matrix=M,
-    )
-
-
 def jacobian_operator(
     residual_fn: ResidualFn, params: Params, *, chunk_size: int | None = None
 ) -> tuple[torch.Tensor, JacobianOperator]:
     r"""The residual ``r = residual_fn(params)`` and its Jacobian as a matrix-free operator.
 
-    ``J.matmat(X)`` (``X`` of shape ``(P, k)``) is a batch of Jacobian-vector products
-    (``torch.func.jvp`` under ``torch.func.vmap`` over the columns), ``J.rmatmat(Y)`` a
-    batch of vector-Jacobian products (one ``torch.func.vjp`` linearization, reused, under
-    ``vmap``), both in blocks of at most ``chunk_size`` columns to bound memory.
+    ``J.matmat(X)`` is a batch of Jacobian-vector products (``torch.func.jvp`` under
+    ``vmap`` over the columns), ``J.rmatmat(Y)`` a batch of vector-Jacobian products (one
+    ``torch.func.vjp`` linearization, reused), in blocks of at most ``chunk_size`` columns.
 
     Parameters
     ----------
     residual_fn : callable
-        ``params -> r``: a pure function (no in-place changes of its inputs, no global
-        randomness) returning a 1-D tensor of shape ``(N,)``; it receives a dict with the
-        same keys as ``params`` (or a tensor when ``params`` is a tensor).
+        ``params -> r``, pure (no in-place changes of its inputs, no global randomness),
+        returning a 1-D tensor; it receives a dict with the keys of ``params`` (or a tensor).
     params : dict name -> torch.Tensor, or torch.Tensor
         The point of linearization. Only tensors with ``requires_grad=True`` are
-        differentiated (and they must share one real floating dtype and one device); the
-        others are passed through as constants.
+        differentiated (one real floating dtype, one device); the others are constants.
     chunk_size : int, optional
         Columns per vmapped block of products (default: all at once).
 
     Returns
     -------
     r : torch.Tensor of shape (N,)
-        Detached residual.
-    J : JacobianOperator of shape (N, P)
-        ``J.path == "matrix-free"``; dtype and device of the parameters; its array
-        namespace is ``array_api_compat.array_namespace(r)``.
-
-    Raises
-    ------
-    TypeError, ValueError
-        ``params`` not a dict of tensors, no trainable tensor, mixed dtypes or devices,
-        or a residual that is not a finite 1-D tensor of the parameters' dtype.
+    J : sketchlinalg.JacobianOperator of shape (N, P)
+        ``J.path == "matrix-free"``; ``J.unflatten`` splits a flat vector into a dict of
+        tensors shaped like the trainable parameters.
 
     Examples
     --------
@@ -285,14 +148,11 @@ def jacobian_operator(
     >>> A = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=torch.float64)
     >>> x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     >>> r, J = jacobian_operator(lambda p: A @ p["x"] - 1.0, {"x": x})
-    >>> J.shape, J.path
-    ((3, 2), 'matrix-free')
-    >>> torch.equal(J.to_dense(), A)
-    True
+    >>> J.shape, J.path, torch.equal(J.to_dense(), A)
+    ((3, 2), 'matrix-free', True)
     """
     if not callable(residual_fn):
         raise TypeError(f"residual_fn must be callable, got {type(residual_fn).__name__}")
-    chunk_size = check_chunk_size(chunk_size)
     lone = isinstance(params, torch.Tensor)
     trainable, frozen, layout = split_params(params, "jacobian_operator")
 
@@ -304,61 +164,47 @@ def jacobian_operator(
             linearized = vjp(f, trainable)
         except RuntimeError:
             # torch.func's message for a non-tensor output is obscure: say what was expected
-            check_residual(f(trainable), "residual_fn", layout.dtype)
+            sl.check_system((f(trainable), None), layout.size, layout.dtype, "residual_fn")
             raise
     r, vjp_fn = linearized[0], linearized[1]
-    r = check_residual(r, "residual_fn", layout.dtype)
-    N, P = r.shape[0], layout.size
-
-    def jvp_block(X: torch.Tensor) -> torch.Tensor:
-        tangents = layout.unflatten_batch(X.T)
-        with torch.no_grad():
-            out = vmap(lambda t: jvp(f, (trainable,), (t,))[1])(tangents)
-        return out.T
-
-    def vjp_block(Y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            cot = vmap(vjp_fn)(Y.T.contiguous())[0]
-        return layout.flatten_batch(cot).T
+    if not isinstance(r, torch.Tensor) or r.ndim != 1:
+        sl.check_system((r, None), layout.size, layout.dtype, "residual_fn")
 
     def matmat(X: torch.Tensor) -> torch.Tensor:
         if X.shape[1] == 0:
-            return X.new_zeros((N, 0))
-        return _chunked(jvp_block, X, chunk_size)
+            return X.new_zeros((r.shape[0], 0))
+        with torch.no_grad():
+            out = vmap(lambda t: jvp(f, (trainable,), (t,))[1])(layout.unflatten_batch(X.T))
+        return out.T
 
     def rmatmat(Y: torch.Tensor) -> torch.Tensor:
         if Y.shape[1] == 0:
-            return Y.new_zeros((P, 0))
-        return _chunked(vjp_block, Y, chunk_size)
+            return Y.new_zeros((layout.size, 0))
+        with torch.no_grad():
+            return layout.flatten_batch(vmap(vjp_fn)(Y.T.contiguous())[0]).T
 
-    J = JacobianOperator(matmat, rmatmat, shape=(N, P), layout=layout, path="matrix-free")
+    J = JacobianOperator(
+        matmat,
+        rmatmat,
+        shape=(r.shape[0], layout.size),
+        dtype=layout.dtype,
+        xp=array_api_compat.array_namespace(r),
+        device=layout.device,
+        path="matrix-free",
+        unflatten=layout.unflatten,
+        chunk_size=chunk_size,
+    )
+    sl.check_system((r, J), layout.size, layout.dtype, "residual_fn")
     return r, J
 
 
 def to_scipy(A: sl.LinearOperator) -> Any:
-    """View an operator with CPU torch products as a ``scipy.sparse.linalg.LinearOperator``.
+    """View an operator with CPU torch products as a ``scipy.sparse.linalg.LinearOperator``,
+    so SciPy's solvers (``lsqr``, ``eigsh``, ``cg``) run on a Jacobian or Gram operator.
 
-    Each SciPy product converts the NumPy block to a tensor of the operator's dtype (no
-    copy where possible), calls ``matmat`` / ``rmatmat`` and converts back, so SciPy's
-    solvers (``lsqr``, ``eigsh``, ``cg``) run on a Jacobian or Gram operator.
-
-    Parameters
-    ----------
-    A : sketchlinalg.LinearOperator
-        An operator whose products are torch tensors on the CPU (e.g. a
-        :class:`JacobianOperator`, or ``sketchlinalg.gram(J)``).
-
-    Returns
-    -------
-    scipy.sparse.linalg.LinearOperator
-        Same shape; dtype ``float64`` or ``float32`` as the operator's.
-
-    Raises
-    ------
-    TypeError
-        ``A`` is not a sketchlinalg operator with torch products.
-    ValueError
-        The operator lives on a non-CPU device.
+    Each SciPy product converts the NumPy block to a tensor (no copy where possible), calls
+    ``matmat`` / ``rmatmat`` and converts back. ``TypeError`` if ``A`` is not an operator
+    with torch products, ``ValueError`` if they live on a GPU.
 
     Examples
     --------

@@ -1,33 +1,29 @@
-"""Natural-gradient optimizers as ``torch.optim.Optimizer`` subclasses.
-
-Usage::
-
-    system_fn = functools.partial(pinn_system, model, terms=terms)
-    residual_fn = functools.partial(pinn_residual, model, terms=terms)
-    opt = SNGD(model.named_parameters(), system_fn, residual_fn=residual_fn,
-               rank=300, damping=1e-10, inverse="projected")
-    for _ in range(steps):
-        loss = opt.step()          # 1/2 ||r||^2 before the step
+"""Natural-gradient optimizers as ``torch.optim.Optimizer`` subclasses over the core's step.
 
 A natural-gradient step needs the residual as a *function of the parameters* (to build its
 Jacobian and to evaluate the trial points of the line search), which a torch closure does
 not give; so the functions are handed to the optimizer once and ``step()`` needs no closure
-(one is still accepted and called, as in ``torch.optim``). The parameter dict those
-functions receive is keyed by the names of ``model.named_parameters()``.
+(one is still accepted and called, as in ``torch.optim``)::
+
+    opt = SNGD(model.named_parameters(), functools.partial(pinn_system, model, terms=terms),
+               residual_fn=functools.partial(pinn_residual, model, terms=terms),
+               rank=300, damping=1e-10, inverse="projected")
+    for _ in range(steps):
+        loss = opt.step()          # 1/2 ||r||^2 before the step
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from torch.func import vmap
 
 import sketchlinalg as sl
 
-from ._linesearch import armijo_line_search, grid_line_search
-from ._operators import JacobianOperator, check_chunk_size, check_residual, jacobian_operator
+from ._operators import jacobian_operator
 
 __all__ = [
     "ENGD",
@@ -39,271 +35,168 @@ __all__ = [
     "NystromPCG",
 ]
 
-LINE_SEARCHES = ("grid", "armijo", None)
-_METHODS = ("nystrom", "dense", "woodbury", "nystrom-pcg", "spring")
-_INVERSES = ("woodbury", "projected")
-# Options that shape the (joint) direction: they must agree across parameter groups.
-_SHARED = ("damping", "rank", "oversample", "inverse", "sketch", "line_search", "momentum")
-
-SystemFn = Callable[[dict[Any, torch.Tensor]], Any]
-ResidualFn = Callable[[dict[Any, torch.Tensor]], torch.Tensor]
-
-
-def _check_hyperparameters(method: str, h: dict[str, Any], where: str) -> None:
-    damping = h["damping"]
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)):
-        raise TypeError(f"{where}: damping must be a float, got {type(damping).__name__}")
-    if not (math.isfinite(damping) and damping >= 0):
-        raise ValueError(f"{where}: damping must be a finite float >= 0, got {damping!r}")
-    needs_positive = method == "nystrom-pcg" or (method == "nystrom" and h["inverse"] == "woodbury")
-    if needs_positive and damping == 0:
-        raise ValueError(
-            f"{where}: damping must be > 0 for method {method!r}"
-            + (' with inverse="woodbury" (use inverse="projected" for 0)' * (method == "nystrom"))
-            + ", got 0"
-        )
-    rank = h["rank"]
-    if method in ("nystrom", "nystrom-pcg") and (
-        isinstance(rank, bool) or not isinstance(rank, int) or rank < 1
-    ):
-        raise ValueError(f"{where}: rank must be a positive int, got {rank!r}")
-    oversample = h["oversample"]
-    if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0:
-        raise ValueError(f"{where}: oversample must be an int >= 0, got {oversample!r}")
-    if h["sketch"] not in sl.SKETCH_KINDS:
-        raise ValueError(f"{where}: sketch must be one of {sl.SKETCH_KINDS}, got {h['sketch']!r}")
-    if h["inverse"] not in _INVERSES:
-        raise ValueError(f"{where}: inverse must be one of {_INVERSES}, got {h['inverse']!r}")
-    if h["line_search"] not in LINE_SEARCHES:
-        raise ValueError(
-            f"{where}: line_search must be one of {LINE_SEARCHES}, got {h['line_search']!r}"
-        )
-    momentum = h["momentum"]
-    if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
-        raise ValueError(f"{where}: momentum must be a float in [0, 1), got {momentum!r}")
-    lr = h["lr"]
-    if (
-        isinstance(lr, bool)
-        or not isinstance(lr, (int, float))
-        or not (math.isfinite(lr) and lr > 0)
-    ):
-        raise ValueError(f"{where}: lr must be a finite float > 0, got {lr!r}")
+LINE_SEARCHES = sl.LINE_SEARCHES
+_STATE_KEYS = ("step", "loss", "step_size", "previous", "skipped", "status")  # StepState order
 
 
 class NaturalGradient(torch.optim.Optimizer):
-    r"""Natural-gradient (damped Gauss–Newton) optimizer; the classes below fix ``method``.
+    r"""Natural-gradient (damped Gauss–Newton) optimizer running the core's
+    :class:`sketchlinalg.StepEngine`; the subclasses fix ``method``.
 
-    Each :meth:`step` evaluates ``system_fn(params) -> (r, J)`` at the current parameters,
-    computes the direction ``d`` with :func:`sketchlinalg.natural_gradient_direction` (or
-    :func:`sketchlinalg.spring_direction`), multiplies it by each group's ``lr``, picks a
-    step size ``eta`` and sets ``theta <- theta - eta d``. The loss is
-    ``L = 1/2 ||r||^2``.
+    Each :meth:`step` evaluates ``system_fn(params) -> (r, J)`` and runs the core's step
+    (direction, line search, momentum, the non-finite policy), then sets
+    ``theta <- theta - lr eta d`` with each group's ``lr``. The loss is ``1/2 ||r||^2``.
 
     Parameters
     ----------
     params : iterable
-        ``model.named_parameters()`` (recommended), a list of ``(name, tensor)`` pairs,
-        tensors, or parameter groups (dicts with ``"params"`` and options). Tensors with
-        ``requires_grad=False`` are passed to the functions but not optimized.
+        ``model.named_parameters()`` (recommended), ``(name, tensor)`` pairs, tensors, or
+        groups (dicts with ``"params"`` and ``"lr"``). Tensors with ``requires_grad=False``
+        are passed to the functions but not optimized.
     system_fn : callable, optional
-        ``params -> (r, J)`` with ``r`` of shape ``(N,)`` and ``J`` a
-        ``sketchlinalg.LinearOperator`` of shape ``(N, P)`` over the flattened trainable
-        parameters: e.g. ``functools.partial(pinn_system, model, terms=terms)`` or
-        ``lambda p: jacobian_operator(residual_fn, p)``. ``params`` is a dict from each
-        parameter's name (given named parameters) or its position in the optimizer's
-        flat parameter list (given plain tensors) to the live tensor. Default:
-        :func:`jacobian_operator` of ``residual_fn`` (matrix-free).
-    method : {"nystrom", "dense", "woodbury", "nystrom-pcg", "spring"}
+        ``params -> (r, J)``, e.g. ``functools.partial(pinn_system, model, terms=terms)``;
+        ``params`` is a dict from each parameter's name (or position, for plain tensors) to
+        the live tensor. Default: :func:`jacobian_operator` of ``residual_fn``.
+    method : str
+        The direction method (:data:`sketchlinalg.METHODS`).
     residual_fn : callable, optional
-        ``params -> r`` (same dict), pure so that ``torch.func.vmap`` can batch it over
-        step sizes: needed by the line searches (e.g.
-        ``functools.partial(pinn_residual, model, terms=terms)``).
-    damping : float
-        ``mu >= 0`` of ``(J^T J + mu I)^{-1}``; ``0`` (pseudo-inverse) is allowed for
-        ``"dense"``, ``"woodbury"``, ``"spring"`` and for ``"nystrom"`` with
-        ``inverse="projected"``.
-    rank, oversample, inverse, sketch
-        Sketch settings of ``"nystrom"`` and ``"nystrom-pcg"`` (``1 <= rank <= P``);
-        ``sketch`` is the test-matrix distribution (``"gaussian"``, ``"rademacher"``,
-        ``"sparse_sign"``).
-    line_search : {"grid", "armijo", None}
-        ENGD's grid ``eta = 2^0 .. 2^-(grid_size-1)`` in one batched pass (argmin),
-        Armijo backtracking from ``eta = 1``, or ``eta = 1`` (the step is then ``lr d``).
+        ``params -> r`` (same dict), pure so that ``torch.func.vmap`` can batch it over step
+        sizes: needed by the line searches.
     lr : float
-        Per-group factor on the direction (a learning rate when ``line_search=None``).
-    momentum : float
-        SPRING's ``beta`` in ``[0, 1)``.
+        ``>= 0`` per group, multiplying the step after the line search.
     seed : int
         Seed of the sketch generator (ignored when ``generator`` is given).
     generator : torch.Generator, optional
-        Source of the sketches, on the parameters' device. Each step draws one 62-bit seed
-        from it and passes it to the core (which draws the sketch with a native
-        ``torch.Generator`` seeded from it). Its state is saved by :meth:`state_dict`
-        and restored by :meth:`load_state_dict`, so a resumed run continues bit-identically.
-    grid_size : int
-        Points of the grid line search.
+        Source of the sketches, on the parameters' device; each step draws one seed from
+        it. Saved by :meth:`state_dict`, so a resumed run continues bit-identically.
     chunk_size : int, optional
         Columns per block of the default matrix-free Jacobian.
-    pcg_rtol, pcg_maxiter : optional
-        Nystrom-PCG tolerance and iteration cap.
-    armijo_c : float
-        Sufficient-decrease constant of the Armijo search.
+    **options
+        Of :meth:`sketchlinalg.StepEngine.from_options`: ``damping``, ``line_search``,
+        ``grid_size``, ``armijo_c``, ``momentum`` and the solver's options (``rank``,
+        ``inverse``, ``sketch``, ``rtol``, ...).
 
     Attributes
     ----------
+    engine : sketchlinalg.StepEngine
     generator : torch.Generator
-    direction_info : sketchlinalg.DirectionInfo or None
-        What the core reported at the last step (``None`` for SPRING).
+    last_step : sketchlinalg.StepInfo or None
+        The core's record of the last step (``last_step.direction`` is the solver's).
     jacobian_path : str or None
-        ``J.path`` at the last step (``"materialized"`` / ``"matrix-free"``).
+        ``J.path`` at the last step.
 
     Notes
     -----
-    State (``state_dict()``): ``step``, ``loss`` (``L`` before the last step),
-    ``step_size`` (the last ``eta``) and, for SPRING, ``previous`` (the last direction),
-    kept under the first parameter; the generator's state is the top-level entry
-    ``"sketch_generator"``. Every option except ``lr`` shapes one joint direction over
-    all groups, so it must be equal in every group.
-
-    Bad input (a residual that is not a finite 1-D tensor, a Jacobian of the wrong shape,
-    no trainable parameter, ``rank > P``, a non-finite direction) raises before any
-    parameter is written.
+    The state under the first parameter is the core's :class:`sketchlinalg.StepState`
+    (``step``, ``loss``, ``step_size``, ``previous``, ``skipped``, ``status``); the sketch
+    generator's state is ``state_dict()["sketch_generator"]``. A step with NaN/Inf in the
+    residual, the Jacobian or the direction is not taken (``skipped`` counts it, a
+    :class:`sketchlinalg.StepWarning` says so), as in the JAX optimizers. Bad input raises
+    before any parameter is written.
     """
+
+    method: ClassVar[str | None] = None
+    option_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
         params: Iterable[Any],
-        system_fn: SystemFn | None = None,
+        system_fn: Callable[..., Any] | None = None,
         *,
-        method: str,
-        residual_fn: ResidualFn | None = None,
-        damping: float,
-        rank: int | None = None,
-        oversample: int = 0,
-        inverse: str = "woodbury",
-        sketch: str = "gaussian",
-        line_search: str | None = "grid",
+        residual_fn: Callable[..., torch.Tensor] | None = None,
         lr: float = 1.0,
-        momentum: float = 0.0,
         seed: int = 0,
         generator: torch.Generator | None = None,
-        grid_size: int = 31,
         chunk_size: int | None = None,
-        pcg_rtol: float | None = None,
-        pcg_maxiter: int | None = None,
-        armijo_c: float = 1e-4,
+        **options: Any,
     ) -> None:
         where = type(self).__name__
-        if method not in _METHODS:
-            raise ValueError(f"{where}: method must be one of {_METHODS}, got {method!r}")
-        self.method = method
-        defaults = {
-            "lr": lr,
-            "damping": damping,
-            "rank": rank,
-            "oversample": oversample,
-            "inverse": inverse,
-            "sketch": sketch,
-            "line_search": line_search,
-            "momentum": momentum,
-        }
-        _check_hyperparameters(method, defaults, where)
+        method = options.pop("method", type(self).method)
+        if method is None:
+            raise TypeError(f"{where}: give the direction method (sketchlinalg.METHODS)")
+        if "learning_rate" in options:
+            raise TypeError(f"{where}: the learning rate is lr (per parameter group)")
+        self.engine = sl.StepEngine.from_options(method, **{**self.option_defaults, **options})
+        _check_lr(lr, where)
         if system_fn is None and residual_fn is None:
             raise TypeError(f"{where}: give system_fn (params -> (r, J)) or residual_fn")
         for name, fn in (("system_fn", system_fn), ("residual_fn", residual_fn)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{where}: {name} must be callable, got {type(fn).__name__}")
-        if line_search is not None and residual_fn is None:
+        if self.engine.line_search is not None and residual_fn is None:
             raise ValueError(
-                f"{where}: line_search={line_search!r} needs residual_fn (params -> r, pure so "
-                "that torch.func.vmap can batch it), e.g. functools.partial(pinn_residual, "
-                "model, terms=terms); or pass line_search=None"
+                f"{where}: line_search={self.engine.line_search!r} needs residual_fn (params "
+                "-> r, pure so that torch.func.vmap can batch it), e.g. "
+                "functools.partial(pinn_residual, model, terms=terms); or pass line_search=None"
             )
-        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
-            raise ValueError(f"{where}: grid_size must be a positive int, got {grid_size!r}")
-        if not 0 < armijo_c < 1:
-            raise ValueError(f"{where}: armijo_c must be in (0, 1), got {armijo_c!r}")
-        self.chunk_size = check_chunk_size(chunk_size)
-        self.residual_fn = residual_fn
         if system_fn is None:
             assert residual_fn is not None
             res_fn = residual_fn
 
-            def system_fn(p: dict[Any, torch.Tensor]) -> Any:
-                return jacobian_operator(res_fn, p, chunk_size=self.chunk_size)
+            def system_fn(p: dict[Any, torch.Tensor], **kw: Any) -> Any:
+                return jacobian_operator(lambda q: res_fn(q, **kw), p, chunk_size=chunk_size)
 
-        self.system_fn = system_fn
-        self.grid_size = grid_size
-        self.pcg_rtol = pcg_rtol
-        self.pcg_maxiter = pcg_maxiter
-        self.armijo_c = armijo_c
-        super().__init__(params, defaults)
-
-        self._shared_options()  # every group's options are valid and agree
-        named = self._named_params()
-        trainable = [p for p in named.values() if p.requires_grad]
-        self._check_trainable(trainable, where, rank)
-        device = trainable[0].device
-        if generator is None:
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"{where}: seed must be an int >= 0, got {seed!r}")
-            generator = torch.Generator(device=device)
-            generator.manual_seed(seed)
-        elif not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"{where}: generator must be a torch.Generator, got {type(generator).__name__}"
-            )
-        elif generator.device.type != device.type:
-            raise ValueError(
-                f"{where}: generator is on {generator.device}, the parameters on {device}"
-            )
-        self.generator = generator
-        self.direction_info: sl.DirectionInfo | None = None
+        self.system_fn, self.residual_fn = system_fn, residual_fn
+        self._system_kwargs = sl.forwarded_kwargs(system_fn)
+        self._residual_kwargs = sl.forwarded_kwargs(residual_fn)
+        super().__init__(params, {"lr": lr})
+        for i, group in enumerate(self.param_groups):
+            extra = sorted(set(group) - {"params", "lr", "param_names"})
+            if extra:
+                raise ValueError(
+                    f"{where}: parameter group {i} has option(s) {extra}; only 'lr' may be set "
+                    "per group (every other option shapes one joint direction)"
+                )
+            _check_lr(group["lr"], where)
+        trainable = [p for p in self._named_params().values() if p.requires_grad]
+        self._check_trainable(trainable, where)
+        self.generator = _generator(generator, seed, trainable[0].device, where)
+        self.last_step: sl.StepInfo | None = None
         self.jacobian_path: str | None = None
 
-    # -- parameters ----------------------------------------------------------------
+    @property
+    def direction_info(self) -> sl.DirectionInfo | None:
+        """The solver's record of the last step (``last_step.direction``)."""
+        return None if self.last_step is None else self.last_step.direction
+
     def _named_params(self) -> dict[Any, torch.Tensor]:
         """All parameters of all groups, keyed by name (or flat position if unnamed)."""
         out: dict[Any, torch.Tensor] = {}
-        position = 0
         for group in self.param_groups:
             names = group.get("param_names")
             for i, p in enumerate(group["params"]):
-                key = names[i] if names is not None else position
+                key = names[i] if names is not None else len(out)
                 if key in out:
                     raise ValueError(f"two parameters share the name {key!r}")
                 out[key] = p
-                position += 1
         return out
 
-    def _check_trainable(self, trainable: list[torch.Tensor], where: str, rank: Any) -> int:
+    def _check_trainable(self, trainable: list[torch.Tensor], where: str) -> int:
         if not trainable:
             raise ValueError(
                 f"{where}: no trainable parameter: every tensor given to the optimizer has "
                 "requires_grad=False (expected at least one with requires_grad=True)"
             )
         P = sum(p.numel() for p in trainable)
-        if self.method in ("nystrom", "nystrom-pcg") and rank is not None and rank > P:
+        rank = getattr(self.engine.solver, "rank", None)
+        if rank is not None and not isinstance(self.engine.solver, sl.KernelNystrom) and rank > P:
             raise ValueError(
                 f"{where}: rank must be <= P = {P} (the number of trainable parameters), got {rank}"
             )
         return P
 
-    def _shared_options(self) -> dict[str, Any]:
-        first = self.param_groups[0]
-        for i, group in enumerate(self.param_groups[1:], start=1):
-            for key in _SHARED:
-                if group[key] != first[key]:
-                    raise ValueError(
-                        f"{type(self).__name__}: option {key!r} must be equal in every parameter "
-                        f"group (one joint direction), got {first[key]!r} in group 0 and "
-                        f"{group[key]!r} in group {i}; only 'lr' may differ"
-                    )
-        for group in self.param_groups:
-            _check_hyperparameters(self.method, group, type(self).__name__)
-        return {key: first[key] for key in _SHARED}
+    def _learning_rate(self, named: dict[Any, torch.Tensor], keys: list[Any]) -> Any:
+        """One float when every group shares ``lr``, else a per-parameter vector."""
+        lr_of = {id(p): g["lr"] for g in self.param_groups for p in g["params"]}
+        rates = [lr_of[id(named[k])] for k in keys]
+        for rate in rates:
+            _check_lr(rate, type(self).__name__)
+        if len(set(rates)) == 1:
+            return float(rates[0])
+        return torch.cat(
+            [named[k].new_full((named[k].numel(),), a) for k, a in zip(keys, rates, strict=True)]
+        )
 
-    # -- state ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The optimizer state, with the sketch generator's state under
         ``"sketch_generator"`` (see :meth:`torch.optim.Optimizer.state_dict`)."""
@@ -312,183 +205,113 @@ class NaturalGradient(torch.optim.Optimizer):
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a :meth:`state_dict`, restoring the sketch generator's state too, so that
-        the following steps repeat those of the run that saved it bit for bit."""
+        """Load a :meth:`state_dict`, the sketch generator's state included, so that the
+        following steps repeat those of the run that saved it bit for bit."""
         gen_state = state_dict.get("sketch_generator")
+        if gen_state is None and state_dict.get("state"):
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: no 'sketch_generator' entry, so the "
+                "resumed sketches would differ from the saved run's; save with state_dict()"
+            )
         super().load_state_dict(state_dict)
         if gen_state is not None:
             self.generator.set_state(gen_state.detach().to("cpu", torch.uint8))
 
-    # -- the step ------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+    def step(self, closure: Callable[[], Any] | None = None, **extra: Any) -> Any:
         """Take one natural-gradient step.
 
         Parameters
         ----------
         closure : callable, optional
-            Not needed (the functions were given to the constructor). If given, it is
-            called first with gradients enabled and its value is returned, as in
-            ``torch.optim``.
+            Not needed; if given, it is called first with gradients enabled and its value is
+            returned, as in ``torch.optim``.
+        **extra
+            Keyword arguments passed on to ``system_fn`` and ``residual_fn`` where they
+            accept them by name (e.g. ``points=`` of :func:`pinn_system`, to resample).
 
         Returns
         -------
         torch.Tensor
-            ``1/2 ||r||^2`` at the parameters before the step (or the closure's value).
-
-        Raises
-        ------
-        TypeError, ValueError
-            Bad residual or Jacobian from ``system_fn`` (the parameters are unchanged).
-        FloatingPointError
-            The direction is not finite (the parameters are unchanged; increase
-            ``damping``).
+            ``1/2 ||r||^2`` before the step (or the closure's value).
         """
         where = type(self).__name__
         closure_value = None
         if closure is not None:
             with torch.enable_grad():
                 closure_value = closure()
-        opts = self._shared_options()
         named = self._named_params()
         keys = [k for k, p in named.items() if p.requires_grad]
-        P = self._check_trainable([named[k] for k in keys], where, opts["rank"])
+        P = self._check_trainable([named[k] for k in keys], where)
         dtype = named[keys[0]].dtype
-        out = self.system_fn(named)
-        if not (isinstance(out, tuple) and len(out) >= 2):
-            raise TypeError(
-                f"{where}: system_fn must return (r, J) (a PINNSystem or the pair of "
-                f"jacobian_operator), got {type(out).__name__}"
-            )
-        r = check_residual(out[0], f"{where}: system_fn", dtype)
-        J = out[1]
-        if not isinstance(J, sl.LinearOperator):
-            raise TypeError(
-                f"{where}: system_fn must return a sketchlinalg.LinearOperator Jacobian, got "
-                f"{type(J).__name__}"
-            )
-        if J.shape != (r.shape[0], P):
-            raise ValueError(
-                f"{where}: system_fn returned J of shape {J.shape}, expected {(r.shape[0], P)} "
-                f"(N residuals x P = {P} trainable parameters)"
-            )
-        dense = J.matrix if isinstance(J, JacobianOperator) and J.matrix is not None else J
+        out = self.system_fn(named, **self._system_kwargs(extra))
+        r, J = sl.check_system(out, P, dtype, f"{where}: system_fn")
+        base = {k: p.detach() for k, p in named.items()}
+        sizes = [named[k].numel() for k in keys]
+        res_kwargs = self._residual_kwargs(extra)
+
+        def trial_loss(etas: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            parts = dict(zip(keys, torch.split(d, sizes), strict=True))
+
+            def loss(eta: torch.Tensor) -> torch.Tensor:
+                moved = {k: base[k] - eta * parts[k].view_as(base[k]) for k in keys}
+                res = self.residual_fn({**base, **moved}, **res_kwargs)  # type: ignore[misc]
+                return 0.5 * (res * res).sum()
+
+            return vmap(loss)(etas)
 
         state = self.state[next(iter(named.values()))]
+        current = (
+            sl.StepState(*(state[k] for k in _STATE_KEYS))
+            if "previous" in state
+            else self.engine.init(torch.zeros(P, dtype=dtype, device=r.device))
+        )
         gen_before = self.generator.get_state()
         seed = int(
-            torch.randint(
-                0, 2**62, (1,), generator=self.generator, device=self.generator.device
-            ).item()
+            torch.randint(0, 2**62, (1,), generator=self.generator, device=self.generator.device)
         )
         try:
-            d, info = self._direction(dense, r, state, opts, seed, P, dtype)
-            g = None if info is None else info.gradient
-            step_dir, eta = self._step_size(named, keys, d, r, J, g, opts)
+            lr = self._learning_rate(named, keys)
+            update, new, info = self.engine.step(
+                J, r, current, trial_loss=trial_loss, seed=seed, learning_rate=lr
+            )
         except BaseException:
             self.generator.set_state(gen_before)  # a failed step consumes no randomness
             raise
-        loss0 = 0.5 * torch.dot(r, r)
+        for k, part in zip(keys, torch.split(update, sizes), strict=True):
+            named[k].add_(part.view_as(named[k]))
+        state.update(zip(_STATE_KEYS, (torch.as_tensor(v).clone() for v in new), strict=True))
+        self.last_step, self.jacobian_path = info, getattr(J, "path", None)
+        return closure_value if closure is not None else info.loss
 
-        if eta != 0.0:
-            for k in keys:
-                named[k].add_(step_dir[k], alpha=-eta)
-        state["step"] = int(state.get("step", 0)) + 1
-        state["loss"] = loss0.detach().clone()
-        state["step_size"] = torch.tensor(eta, dtype=dtype, device=r.device)
-        if self.method == "spring":
-            state["previous"] = d.detach().clone()
-        self.direction_info = info
-        self.jacobian_path = getattr(J, "path", None)
-        return closure_value if closure is not None else loss0
 
-    def _direction(
-        self,
-        J: Any,
-        r: torch.Tensor,
-        state: dict[str, Any],
-        opts: dict[str, Any],
-        seed: int,
-        P: int,
-        dtype: torch.dtype,
-    ) -> tuple[torch.Tensor, sl.DirectionInfo | None]:
-        where = type(self).__name__
-        info = None
-        if self.method == "spring":
-            prev = state.get("previous")
-            if not isinstance(prev, torch.Tensor) or prev.shape != (P,):
-                prev = torch.zeros(P, dtype=dtype, device=r.device)
-            d = sl.spring_direction(J, r, prev, damping=opts["damping"], momentum=opts["momentum"])
-        else:
-            d, info = sl.natural_gradient_direction(
-                J,
-                r,
-                damping=opts["damping"],
-                method=self.method,
-                rank=opts["rank"],
-                oversample=opts["oversample"],
-                sketch=opts["sketch"],
-                seed=seed,
-                inverse=opts["inverse"],
-                rtol=self.pcg_rtol,
-                maxiter=self.pcg_maxiter,
-            )
-        if not bool(torch.isfinite(d).all()):
-            raise FloatingPointError(
-                f"{where}: the direction has non-finite entries (damping "
-                f"{opts['damping']!r}); the parameters were not changed. Increase damping"
-                + (" or lower the rank" if self.method in ("nystrom", "nystrom-pcg") else "")
-            )
-        return d, info
+def _check_lr(lr: Any, where: str) -> None:
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float))
+        or not (math.isfinite(lr) and lr >= 0)
+    ):
+        raise ValueError(f"{where}: lr must be a finite float >= 0, got {lr!r}")
 
-    def _step_size(
-        self,
-        named: dict[Any, torch.Tensor],
-        keys: list[Any],
-        d: torch.Tensor,
-        r: torch.Tensor,
-        J: sl.LinearOperator,
-        g: torch.Tensor | None,
-        opts: dict[str, Any],
-    ) -> tuple[dict[Any, torch.Tensor], float]:
-        """The direction per parameter (times its group's lr) and the step size; ``g`` is
-        ``J^T r`` when the direction computed it (else one more pass over ``J``)."""
-        lrs = {k: g["lr"] for g, k in self._group_of_keys(named)}
-        parts = torch.split(d, [named[k].numel() for k in keys])
-        step_dir = {
-            k: (lrs[k] * part).view_as(named[k]) for k, part in zip(keys, parts, strict=True)
-        }
-        if opts["line_search"] is None:
-            return step_dir, 1.0
-        res_fn = self.residual_fn
-        assert res_fn is not None
 
-        def loss_fn(p: Any) -> torch.Tensor:
-            res = res_fn(p)
-            return 0.5 * (res * res).sum()
-
-        detached = {k: p.detach() for k, p in named.items()}
-        if opts["line_search"] == "grid":
-            eta, _ = grid_line_search(loss_fn, detached, step_dir, num=self.grid_size)
-            return step_dir, float(eta)
-        flat_dir = torch.cat([step_dir[k].reshape(-1) for k in keys])
-        slope = torch.dot(J.rmatvec(r) if g is None else g, flat_dir)
-        loss0 = 0.5 * torch.dot(r, r)
-        eta = armijo_line_search(loss_fn, detached, step_dir, slope, loss0=loss0, c=self.armijo_c)
-        return step_dir, float(eta)
-
-    def _group_of_keys(self, named: dict[Any, torch.Tensor]) -> list[tuple[dict[str, Any], Any]]:
-        ids = {id(p): k for k, p in named.items()}
-        return [(g, ids[id(p)]) for g in self.param_groups for p in g["params"]]
+def _generator(
+    generator: torch.Generator | None, seed: Any, device: torch.device, where: str
+) -> torch.Generator:
+    if generator is None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"{where}: seed must be an int >= 0, got {seed!r}")
+        return torch.Generator(device=device).manual_seed(seed)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{where}: generator must be a torch.Generator, got {type(generator)}")
+    if generator.device.type != device.type:
+        raise ValueError(f"{where}: generator is on {generator.device}, the parameters on {device}")
+    return generator
 
 
 class SNGD(NaturalGradient):
-    """SNGD: sketched natural gradient, ``d = (G_hat + mu I)^{-1} J^T r`` with a rank-``rank``
-    Nystrom approximation ``G_hat`` of ``G = J^T J`` drawn afresh every step.
-
-    Best Mckay, Kaur, Greif, Wetton, ICML 2025. ``inverse="projected"`` uses
-    ``G_hat^+`` on the sketched range (allows ``damping=0``). See :class:`NaturalGradient`
-    for the other arguments.
+    """SNGD (Best Mckay, Kaur, Greif, Wetton, ICML 2025): ``d = (G_hat + mu I)^{-1} J^T r``
+    with a fresh rank-``rank`` Nystrom ``G_hat`` each step (:class:`sketchlinalg.Nystrom`;
+    ``inverse="projected"`` allows ``damping=0``). See :class:`NaturalGradient`.
 
     Examples
     --------
@@ -496,99 +319,42 @@ class SNGD(NaturalGradient):
     >>> from sketchlinalg_torch import SNGD
     >>> A = torch.randn(20, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     >>> x = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    >>> res = lambda p: A @ p["x"] - 1.0
-    >>> opt = SNGD([("x", x)], residual_fn=res, rank=5, damping=1e-10)
+    >>> opt = SNGD([("x", x)], residual_fn=lambda p: A @ p["x"] - 1.0, rank=5, damping=1e-10)
     >>> losses = [float(opt.step()) for _ in range(2)]
     >>> losses[1] < losses[0]
     True
     """
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        system_fn: SystemFn | None = None,
-        *,
-        rank: int,
-        damping: float,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(params, system_fn, method="nystrom", rank=rank, damping=damping, **kwargs)
+    method = "nystrom"
 
 
 class ENGD(NaturalGradient):
-    """ENGD: the dense Gram matrix, ``d = (G + mu I)^{-1} J^T r`` by Cholesky, or the
-    pseudo-inverse ``G^+ J^T r`` (eigendecomposition) at ``damping=0`` (the default).
+    """ENGD (Mueller & Zeinhofer, ICML 2023): the dense Gram matrix, ``(G + mu I)^{-1} J^T r``,
+    the pseudo-inverse at the default ``damping=0`` (:class:`sketchlinalg.Dense`)."""
 
-    Mueller & Zeinhofer, ICML 2023. ``O(P^3)`` per step. See :class:`NaturalGradient`.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        system_fn: SystemFn | None = None,
-        *,
-        damping: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(params, system_fn, method="dense", damping=damping, **kwargs)
+    method = "dense"
+    option_defaults: ClassVar[dict[str, Any]] = {"damping": 0.0}
 
 
 class ENGDWoodbury(NaturalGradient):
-    """ENGD in residual space: ``d = J^T (J J^T + mu I)^{-1} r``, exact, ``N x N``.
+    """ENGD in residual space (Guzman-Cordero et al., NeurIPS 2025):
+    ``J^T (J J^T + mu I)^{-1} r``, exact, ``N x N`` (:class:`sketchlinalg.Woodbury`)."""
 
-    Guzman-Cordero, Dangel, Goldshlager, Zeinhofer, NeurIPS 2025. Pseudo-inverse at the
-    default ``damping=0``. See :class:`NaturalGradient`.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        system_fn: SystemFn | None = None,
-        *,
-        damping: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(params, system_fn, method="woodbury", damping=damping, **kwargs)
+    method = "woodbury"
+    option_defaults: ClassVar[dict[str, Any]] = {"damping": 0.0}
 
 
 class NystromPCG(NaturalGradient):
-    """Damped Gauss–Newton ``(G + mu I) d = J^T r`` solved by CG with a rank-``rank``
-    Nystrom preconditioner (exact up to ``pcg_rtol``).
+    """``(G + mu I) d = J^T r`` by CG with a Nystrom preconditioner (Frangella, Tropp, Udell,
+    SIMAX 2023), exact up to ``rtol`` (:class:`sketchlinalg.NystromPCG`)."""
 
-    Frangella, Tropp, Udell, SIMAX 2023. See :class:`NaturalGradient`.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        system_fn: SystemFn | None = None,
-        *,
-        rank: int,
-        damping: float,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            params, system_fn, method="nystrom-pcg", rank=rank, damping=damping, **kwargs
-        )
+    method = "nystrom-pcg"
 
 
 class SPRING(NaturalGradient):
-    """SPRING: kernel-form natural gradient with Kaczmarz-style momentum ``beta``:
-    ``phi_k = J^T (J J^T + mu I)^{-1} (r - beta J phi_{k-1}) + beta phi_{k-1}``.
+    """SPRING (Goldshlager, Abrahamsen, Lin, J. Comput. Phys. 2024): the Woodbury direction
+    with momentum ``beta`` (default 0.9): ``phi_k = J^T (J J^T + mu I)^{-1} (r - beta J
+    phi_{k-1}) + beta phi_{k-1}``."""
 
-    Goldshlager, Abrahamsen, Lin, J. Comput. Phys. 2024. ``phi_{k-1}`` is kept in the
-    optimizer state. See :class:`NaturalGradient`.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        system_fn: SystemFn | None = None,
-        *,
-        damping: float,
-        momentum: float = 0.9,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            params, system_fn, method="spring", damping=damping, momentum=momentum, **kwargs
-        )
+    method = "woodbury"
+    option_defaults: ClassVar[dict[str, Any]] = {"momentum": 0.9}

@@ -1,92 +1,31 @@
-"""PINN residuals and their Jacobians from a module, point sets and per-point residuals."""
+"""PINN residuals and Jacobians: PyTorch's per-point kernels for the core's PINN system."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
+import array_api_compat
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
-from ._operators import (
-    JacobianOperator,
-    _Layout,
-    check_chunk_size,
-    check_residual,
-    jacobian_operator,
-    matrix_operator,
-    split_params,
-)
+import sketchlinalg as sl
+from sketchlinalg import PATHS, PINNSystem, Term
+
+from ._operators import jacobian_operator, split_params
 
 __all__ = ["PATHS", "PINNSystem", "Term", "pinn_residual", "pinn_system"]
-
-PATHS = ("auto", "materialized", "matrix-free")
-DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes
 
 Scalar = Callable[[torch.Tensor], torch.Tensor]
 
 
-class Term(NamedTuple):
-    """One family of PINN residual rows.
-
-    Attributes
-    ----------
-    residual : callable
-        ``residual(u, x) -> scalar`` for one point ``x`` of shape ``(d,)``, where
-        ``u(x) -> scalar`` is the network at the current parameters. For
-        ``-Laplace u = f``: ``lambda u, x: -laplacian(u, x) - f(x)``; for a Dirichlet
-        boundary ``u = g``: ``lambda u, x: u(x) - g(x)``. It must be written for one point
-        (it runs under ``torch.func.vmap`` over the points).
-    points : torch.Tensor of shape (N_k, d)
-        Collocation points, in the parameters' dtype and on their device.
-    weight : float
-        Measure of the term's domain (``|Omega|`` for interior points, ``|dOmega|`` for the
-        boundary); each row is scaled by ``sqrt(weight / N_k)`` so that ``1/2 ||r||^2`` is a
-        quadrature of the continuous loss (the Theory page of the documentation).
-    name : str
-        Label used in messages.
-    """
-
-    residual: Callable[[Scalar, torch.Tensor], torch.Tensor]
-    points: torch.Tensor
-    weight: float = 1.0
-    name: str = ""
-
-
-class PINNSystem(NamedTuple):
-    """The weighted residual of a PINN and its Jacobian operator.
-
-    Attributes
-    ----------
-    residual : torch.Tensor of shape (N,)
-        The rows of all terms, stacked in order (detached).
-    jacobian : JacobianOperator of shape (N, P)
-        Over the flattened trainable parameters.
-    path : str
-        ``"materialized"`` or ``"matrix-free"``: which construction ran.
-    """
-
-    residual: torch.Tensor
-    jacobian: JacobianOperator
-    path: str
-
-
-def _check_model(model: Any) -> torch.nn.Module:
+def _params(model: Any, params: Any, where: str) -> Mapping[Any, torch.Tensor]:
+    """``params`` (default: the module's trainable parameters), keyed by names of the
+    module's parameters or buffers (``functional_call`` would silently ignore any other)."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
-def _default_params(model: torch.nn.Module, params: Any) -> Any:
     if params is None:
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
-    return params
-
-
-def _check_keys(model: torch.nn.Module, params: Any, where: str) -> Mapping[Any, torch.Tensor]:
-    """``params`` must be a dict keyed by names of the module's parameters or buffers
-    (``functional_call`` would silently ignore any other key)."""
     if not isinstance(params, Mapping):
         raise TypeError(
             f"{where}: params must be a dict name -> tensor or None, got {type(params).__name__}"
@@ -104,37 +43,6 @@ def _check_keys(model: torch.nn.Module, params: Any, where: str) -> Mapping[Any,
     return params
 
 
-def _check_terms(terms: Any, layout: _Layout) -> list[Term]:
-    if isinstance(terms, Term) or not isinstance(terms, Sequence) or not terms:
-        raise TypeError(
-            f"terms must be a non-empty sequence of Term, got {type(terms).__name__}"
-            + (" (wrap a single Term in a list)" if isinstance(terms, Term) else "")
-        )
-    out = []
-    for i, term in enumerate(terms):
-        label = f"terms[{i}]" + (f" ({term.name!r})" if getattr(term, "name", "") else "")
-        if not isinstance(term, Term):
-            raise TypeError(f"{label} must be a Term, got {type(term).__name__}")
-        if not callable(term.residual):
-            raise TypeError(f"{label}.residual must be callable (u, x) -> scalar")
-        pts = term.points
-        if not isinstance(pts, torch.Tensor) or pts.ndim != 2 or pts.shape[0] == 0:
-            raise ValueError(
-                f"{label}.points must be a non-empty tensor of shape (N_k, d), got "
-                f"{type(pts).__name__} of shape {tuple(getattr(pts, 'shape', ()))}"
-            )
-        if pts.dtype != layout.dtype or pts.device != layout.device:
-            raise TypeError(
-                f"{label}.points must have the parameters' dtype {layout.dtype} and device "
-                f"{layout.device}, got {pts.dtype} on {pts.device}"
-            )
-        w = float(term.weight)
-        if not (math.isfinite(w) and w >= 0):
-            raise ValueError(f"{label}.weight must be a finite number >= 0, got {term.weight!r}")
-        out.append(term)
-    return out
-
-
 def _scalar_model(model: torch.nn.Module, params: Mapping[Any, torch.Tensor]) -> Scalar:
     def u(x: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, dict(params), (x,))
@@ -148,26 +56,17 @@ def _scalar_model(model: torch.nn.Module, params: Mapping[Any, torch.Tensor]) ->
     return u
 
 
-def _row_values(
-    model: torch.nn.Module, params: Mapping[Any, torch.Tensor], term: Term, label: str
-) -> torch.Tensor:
-    u = _scalar_model(model, params)
-    rows = vmap(lambda x: term.residual(u, x))(term.points)
-    if not isinstance(rows, torch.Tensor) or tuple(rows.shape) != (term.points.shape[0],):
-        raise ValueError(
-            f"{label}.residual must return a scalar per point (shape ()), got "
-            f"{tuple(rows.shape[1:]) if isinstance(rows, torch.Tensor) else type(rows).__name__}"
-        )
-    return rows
-
-
 def pinn_residual(
-    model: torch.nn.Module, params: Mapping[str, torch.Tensor] | None, terms: Sequence[Term]
+    model: torch.nn.Module,
+    params: Mapping[str, torch.Tensor] | None,
+    terms: Sequence[Term],
+    *,
+    points: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The stacked weighted PINN residual ``r(params)`` of shape ``(N,)``.
 
     A pure function of ``params``: it can be batched with ``torch.func.vmap`` over
-    parameters (the grid line search does) and differentiated with ``torch.func``.
+    parameters (the line searches do) and differentiated with ``torch.func``.
 
     Parameters
     ----------
@@ -178,21 +77,25 @@ def pinn_residual(
         ``torch.func.functional_call``; the module's own tensors (buffers included) fill
         in the rest. ``None``: the module's trainable parameters.
     terms : sequence of Term
+    points : sequence of torch.Tensor, optional
+        One tensor per term replacing its points (freshly drawn ones, say).
 
     Returns
     -------
     torch.Tensor of shape (N,), ``N = sum_k N_k``
         Row ``i`` of term ``k`` is ``sqrt(weight_k / N_k) * residual_k(u, x_i)``.
     """
-    model = _check_model(model)
-    params = _check_keys(model, _default_params(model, params), "pinn_residual")
-    if isinstance(terms, Term) or not isinstance(terms, Sequence) or not terms:
-        raise TypeError(f"terms must be a non-empty sequence of Term, got {type(terms).__name__}")
-    parts = []
-    for i, term in enumerate(terms):
-        rows = _row_values(model, params, term, f"terms[{i}]")
-        parts.append(rows * math.sqrt(float(term.weight) / term.points.shape[0]))
-    return torch.cat(parts)
+    params = _params(model, params, "pinn_residual")
+    probe = next(iter(params.values()))
+    terms = sl.check_terms(
+        terms, points=points, dtype=probe.dtype, device=probe.device, where="pinn_residual"
+    )
+    u = _scalar_model(model, params)
+
+    def values(k: int, pts: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda x: terms[k].residual(u, x))(pts)
+
+    return sl.stack_residual(terms, values, xp=array_api_compat.array_namespace(probe))
 
 
 def pinn_system(
@@ -204,50 +107,40 @@ def pinn_system(
     memory_budget: int | None = None,
     chunk_size: int | None = None,
     out: torch.Tensor | None = None,
+    points: Sequence[torch.Tensor] | None = None,
 ) -> PINNSystem:
-    r"""The weighted PINN residual and its Jacobian over the trainable parameters.
+    r"""The weighted PINN residual and its Jacobian (:func:`sketchlinalg.build_pinn_system`).
 
-    Two constructions of ``J`` (``N x P``):
-
-    * ``"materialized"``: per-point gradients, ``torch.func.vmap`` over the points of
-      ``torch.func.grad_and_value`` of one residual row in the parameters, which gives the
-      explicit matrix and the residual in one pass (in blocks of ``chunk_size`` points).
-    * ``"matrix-free"``: :func:`jacobian_operator` of :func:`pinn_residual`: products are
-      batched JVPs and VJPs (in blocks of ``chunk_size`` columns).
-    * ``"auto"``: materialized when ``N * P * itemsize <= memory_budget``.
-
-    With ``u = model`` at ``params``, row ``i`` of term ``k`` is
-    ``sqrt(weight_k / N_k) * residual_k(u, x_i)`` (the Theory page of the documentation).
+    ``path="materialized"``: per-point gradients (``vmap`` over the points of
+    ``grad_and_value`` of one row in the parameters), the explicit matrix and the residual
+    in one pass, ``chunk_size`` points at a time; ``"matrix-free"``: :func:`jacobian_operator`
+    of :func:`pinn_residual` (batched JVPs / VJPs, ``chunk_size`` columns at a time);
+    ``"auto"``: materialized when a step fits in ``memory_budget`` (default 2 GiB,
+    :func:`sketchlinalg.jacobian_path`).
 
     Parameters
     ----------
     model : torch.nn.Module
-        Maps one point of shape ``(d,)`` to a scalar or ``(1,)`` output
-        (``torch.func.functional_call`` with ``params``; buffers and parameters that
-        ``params`` leaves out are taken from the module and not differentiated).
+        Maps one point of shape ``(d,)`` to a scalar or ``(1,)`` output (called through
+        ``torch.func.functional_call``; what ``params`` leaves out comes from the module).
     params : dict name -> torch.Tensor, or None
-        Only tensors with ``requires_grad=True`` are differentiated. ``None``: the
-        module's trainable parameters (``named_parameters()`` with ``requires_grad``).
+        Only tensors with ``requires_grad=True`` are differentiated; ``None``: the module's
+        trainable parameters.
     terms : sequence of Term
-    path : {"auto", "materialized", "matrix-free"}
-    memory_budget : int, optional
-        Bytes allowed for the explicit Jacobian on the ``"auto"`` path (default 2 GiB).
-    chunk_size : int, optional
-        Points per vmapped block (materialized) or columns per block of products
-        (matrix-free); default: all at once.
+    path, memory_budget, chunk_size
+        As above.
     out : torch.Tensor of shape (N, P), optional
-        Materialized path: a contiguous tensor of the parameters' dtype and device that
-        receives ``J`` (``path="auto"`` then means ``"materialized"``). Passing the same
-        buffer every step (``functools.partial(pinn_system, ..., out=buffer)``) allocates
-        the ``N x P`` matrix once instead of once per step: for large ``N P`` that saves
-        the page faults of fresh memory and keeps the allocator from fragmenting (measured
-        at ``N P = 10^9``: ``python -m benchmarks.scale --framework torch``). The returned
-        Jacobian views the buffer, so the next call overwrites it.
+        A contiguous buffer that receives ``J`` (materialized path). Passing the same one
+        every step allocates the ``N x P`` matrix once, not once per step (at ``N P =
+        10^9`` that saves page faults and allocator fragmentation: ``python -m
+        benchmarks.scale --framework torch``); the next call overwrites it.
+    points : sequence of torch.Tensor, optional
+        One tensor per term replacing its points.
 
     Returns
     -------
     PINNSystem
-        ``(residual, jacobian, path)``; ``jacobian.path == path``.
+        ``(residual, jacobian, path)``.
 
     Examples
     --------
@@ -262,75 +155,37 @@ def pinn_system(
     >>> r.shape, J.shape, path
     (torch.Size([10]), (10, 33), 'materialized')
     """
-    model = _check_model(model)
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    chunk_size = check_chunk_size(chunk_size)
-    params = _check_keys(model, _default_params(model, params), "pinn_system")
+    params = _params(model, params, "pinn_system")
     trainable, frozen, layout = split_params(params, "pinn_system")
-    terms = _check_terms(terms, layout)
-    N = sum(t.points.shape[0] for t in terms)
-    P = layout.size
-    if out is not None:
-        if path == "matrix-free":
-            raise ValueError('pinn_system: out= is for the materialized path, got "matrix-free"')
-        ok = (
-            isinstance(out, torch.Tensor)
-            and tuple(out.shape) == (N, P)
-            and out.dtype == layout.dtype
-            and out.device == layout.device
-            and out.is_contiguous()
-        )
-        if not ok:
-            got = (
-                f"shape {tuple(out.shape)}, {out.dtype} on {out.device}, "
-                f"contiguous={out.is_contiguous()}"
-                if isinstance(out, torch.Tensor)
-                else type(out).__name__
-            )
-            raise ValueError(
-                f"pinn_system: out must be a contiguous tensor of shape {(N, P)}, "
-                f"{layout.dtype} on {layout.device}; got {got}"
-            )
-        path = "materialized"
-    if path == "auto":
-        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-        itemsize = torch.empty((), dtype=layout.dtype).element_size()
-        path = "materialized" if N * P * itemsize <= budget else "matrix-free"
+    like = layout.flatten(trainable)
+    terms = sl.check_terms(terms, points=points, dtype=like.dtype, device=like.device)
 
-    if path == "matrix-free":
-        r, J = jacobian_operator(
+    def kernel(term: Term) -> Any:
+        def row(train: dict[Any, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return term.residual(_scalar_model(model, {**frozen, **train}), x)
+
+        return vmap(grad_and_value(row), in_dims=(None, 0))
+
+    kernels = [kernel(t) for t in terms]
+
+    def rows(k: int, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grads, values = kernels[k](trainable, pts)
+        return values, layout.flatten_batch(grads)
+
+    def matrix_free() -> tuple[torch.Tensor, sl.JacobianOperator]:
+        return jacobian_operator(
             lambda p: pinn_residual(model, p, terms), params, chunk_size=chunk_size
         )
-        return PINNSystem(r, J, "matrix-free")
 
-    # Rows are written into one preallocated N x P matrix (not concatenated at the end), so
-    # the peak is J plus one chunk of per-point gradients.
-    M = torch.empty((N, P), dtype=layout.dtype, device=layout.device) if out is None else out
-    r = torch.empty((N,), dtype=layout.dtype, device=layout.device)
-    offset = 0
     with torch.no_grad():
-        for i, term in enumerate(terms):
-            label = f"terms[{i}]"
-
-            def row(train: dict[Any, torch.Tensor], x: torch.Tensor, term: Term = term) -> Any:
-                u = _scalar_model(model, {**frozen, **train})
-                return term.residual(u, x)
-
-            per_point = vmap(grad_and_value(row), in_dims=(None, 0))
-            pts = term.points
-            c = pts.shape[0] if chunk_size is None else chunk_size
-            scale = math.sqrt(float(term.weight) / pts.shape[0])
-            for s in range(0, pts.shape[0], c):
-                grads, vals = per_point(trainable, pts[s : s + c])
-                if tuple(vals.shape) != (pts[s : s + c].shape[0],):
-                    raise ValueError(
-                        f"{label}.residual must return a scalar per point (shape ()), got "
-                        f"{tuple(vals.shape[1:])}"
-                    )
-                rows = slice(offset + s, offset + s + vals.shape[0])
-                torch.mul(layout.flatten_batch(grads), scale, out=M[rows])
-                torch.mul(vals, scale, out=r[rows])
-            offset += pts.shape[0]
-    r = check_residual(r, "pinn_system: the terms' residual", layout.dtype)
-    return PINNSystem(r, matrix_operator(M, layout), "materialized")
+        return sl.build_pinn_system(
+            terms,
+            like=like,
+            rows=rows,
+            matrix_free=matrix_free,
+            unflatten=layout.unflatten,
+            path=path,
+            memory_budget=memory_budget,
+            chunk_size=chunk_size,
+            out=out,
+        )

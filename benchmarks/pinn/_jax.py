@@ -83,9 +83,7 @@ def _natural_gradient(
             system, rank=rank, inverse=s["inverse"], oversample=s["oversample"], **common
         )
     if spec.kind == "nystrom-pcg":
-        return slj.nystrom_pcg(
-            system, rank=rank, pcg_rtol=s["rtol"], pcg_maxiter=s["maxiter"], **common
-        )
+        return slj.nystrom_pcg(system, rank=rank, rtol=s["rtol"], maxiter=s["maxiter"], **common)
     raise ValueError(f"not a natural-gradient kind: {spec.kind!r}")
 
 

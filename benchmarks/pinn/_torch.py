@@ -113,8 +113,8 @@ class TorchTrainer:
                 named,
                 self._system,
                 rank=rank,
-                pcg_rtol=s["rtol"],
-                pcg_maxiter=s["maxiter"],
+                rtol=s["rtol"],
+                maxiter=s["maxiter"],
                 **common,
             )
         raise ValueError(f"not a natural-gradient kind: {kind!r}")

@@ -28,6 +28,8 @@ import numpy as np
 import optax
 import sketchlinalg_jax as slj
 
+import sketchlinalg as sl
+
 from .._common import machine_info, markdown_table, median, write_json, write_text
 from ._jax import _loss, _natural_gradient, _terms, init_mlp, mlp
 from .optimizers import parse_optimizers
@@ -48,8 +50,10 @@ def _reference_engd_step(problem: Any, points: list[Any], params: Any) -> Any:
     def loss_fn(theta: Any) -> Any:
         return _loss(unravel(theta), points, problem)
 
-    eta, _ = slj.grid_line_search(loss_fn, flat, d)
-    return unravel(flat - eta * d)
+    res = sl.grid_line_search(
+        lambda etas: jax.vmap(lambda eta: loss_fn(flat - eta * d))(etas), 0.5 * jnp.vdot(r, r)
+    )
+    return unravel(flat - res.step_size * d)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -1,0 +1,191 @@
+"""Step sizes along a direction: ENGD's grid and Armijo backtracking, written once.
+
+Both work on a *trial-loss* callback ``trial_loss(etas) -> losses``: the loss at
+``theta - eta_k d`` for a 1-D array of step sizes. The adapters build it from a residual
+function (a batched pass, ``vmap`` over the step sizes, in JAX and PyTorch), so the search
+itself is array-API code that traces under ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from . import _dispatch
+from ._status import Status
+from ._validation import check_int, check_nonnegative
+
+__all__ = ["LINE_SEARCHES", "LineSearchResult", "armijo_line_search", "grid_line_search"]
+
+Array = Any
+TrialLoss = Callable[[Array], Array]
+
+#: The line searches of the step engine (``None``: a fixed step size).
+LINE_SEARCHES = ("grid", "armijo", None)
+
+
+class LineSearchResult(NamedTuple):
+    """What a line search found.
+
+    Attributes
+    ----------
+    step_size : array
+        ``eta`` (0-d); ``0`` when no candidate lowered the loss.
+    loss : array
+        The loss at the accepted point (``loss0`` when none was accepted).
+    status : Status or int32 array
+        ``SUCCESS``, ``NO_DECREASE`` (no candidate below ``loss0``, or not a descent
+        direction) or ``NONFINITE`` (``loss0`` is not finite).
+    evaluations : int or array
+        Trial losses evaluated.
+    """
+
+    step_size: Array
+    loss: Array
+    status: Any
+    evaluations: Any
+
+
+def _status(xp: Any, ok: Any, finite0: Any) -> Any:
+    if _dispatch.is_tracing(ok, finite0):
+        code = xp.where(ok, xp.asarray(0, dtype=xp.int32), xp.asarray(6, dtype=xp.int32))
+        return xp.where(finite0, code, xp.asarray(3, dtype=xp.int32))
+    if not bool(finite0):
+        return Status.NONFINITE
+    return Status.SUCCESS if bool(ok) else Status.NO_DECREASE
+
+
+def grid_line_search(trial_loss: TrialLoss, loss0: Array, *, num: int = 31) -> LineSearchResult:
+    """ENGD's grid line search: the best of ``eta = 2^0, 2^-1, ..., 2^-(num-1)``.
+
+    ``trial_loss`` evaluates all ``num`` candidates in one call (the adapters batch it).
+    Non-finite losses never win, and the step is only taken when the best candidate is
+    *below* ``loss0``: an uphill step is never accepted (then ``eta = 0`` and the status is
+    ``NO_DECREASE``).
+
+    Parameters
+    ----------
+    trial_loss : callable
+        ``etas (num,) -> losses (num,)``: the loss at ``theta - eta d`` for each ``eta``.
+    loss0 : 0-d array
+        The loss at ``theta``; its dtype and namespace are those of the search.
+    num : int
+        Grid points.
+
+    Returns
+    -------
+    LineSearchResult
+
+    References
+    ----------
+    Mueller, Zeinhofer. Achieving high accuracy with PINNs via energy natural gradient
+    descent. ICML 2023.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sketchlinalg import grid_line_search
+    >>> res = grid_line_search(lambda etas: (1.0 - etas - 0.4) ** 2, np.asarray(0.36))
+    >>> float(res.step_size), res.status.name
+    (0.5, 'SUCCESS')
+    """
+    num = check_int(num, "num", low=1)
+    xp = _dispatch.namespace(loss0)
+    etas = 0.5 ** xp.arange(num, dtype=loss0.dtype, device=_dispatch.device_of(loss0))
+    losses = trial_loss(etas)
+    if tuple(losses.shape) != (num,):
+        raise ValueError(
+            f"grid_line_search: trial_loss must return shape ({num},) for {num} step sizes, "
+            f"got {tuple(losses.shape)}"
+        )
+    losses = xp.where(xp.isfinite(losses), losses, xp.full_like(losses, float("inf")))
+    best = xp.argmin(losses)
+    best_loss = xp.take(losses, xp.reshape(best, (1,)))[0]
+    ok = best_loss < loss0
+    eta = xp.where(ok, xp.take(etas, xp.reshape(best, (1,)))[0], xp.zeros_like(loss0))
+    return LineSearchResult(
+        eta, xp.where(ok, best_loss, loss0), _status(xp, ok, xp.isfinite(loss0)), num
+    )
+
+
+def armijo_line_search(
+    trial_loss: TrialLoss,
+    loss0: Array,
+    slope: Array,
+    *,
+    c: float = 1e-4,
+    max_halvings: int = 30,
+    eta0: float = 1.0,
+) -> LineSearchResult:
+    """Backtracking: the first ``eta = eta0 2^-j`` with ``L(eta) <= loss0 - c eta slope``.
+
+    ``slope = g^T d`` is the directional derivative along ``-d`` (with a minus sign);
+    ``slope <= 0`` means ``-d`` is not a descent direction, and then no step is taken.
+    One candidate per call of ``trial_loss`` (a loop that compiles once under ``jax.jit``).
+
+    Parameters
+    ----------
+    trial_loss : callable
+        ``etas (1,) -> losses (1,)``.
+    loss0 : 0-d array
+    slope : 0-d array or float
+    c : float
+        Sufficient-decrease constant in ``(0, 1)``.
+    max_halvings : int
+        Candidates tried after ``eta0``.
+    eta0 : float
+        First step size, ``> 0``.
+
+    Returns
+    -------
+    LineSearchResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sketchlinalg import armijo_line_search
+    >>> res = armijo_line_search(lambda e: (1.0 - 4.0 * e) ** 2, np.asarray(1.0), 8.0)
+    >>> float(res.step_size), int(res.evaluations)  # eta = 1 and 1/2 fail, 1/4 is exact
+    (0.25, 3)
+    """
+    c = check_nonnegative(c, "c", strict=True)
+    if not c < 1:
+        raise ValueError(f"c must be in (0, 1), got {c}")
+    max_halvings = check_int(max_halvings, "max_halvings", low=0)
+    eta0 = check_nonnegative(eta0, "eta0", strict=True)
+    xp = _dispatch.namespace(loss0)
+    zero = xp.zeros_like(loss0)
+    slope = xp.asarray(slope, dtype=loss0.dtype) if not _dispatch.is_array(slope) else slope
+
+    def loss_at(eta: Array) -> Array:
+        out = trial_loss(xp.reshape(eta, (1,)))
+        if tuple(out.shape) != (1,):
+            raise ValueError(
+                f"armijo_line_search: trial_loss must return shape (1,) for one step size, "
+                f"got {tuple(out.shape)}"
+            )
+        return out[0]
+
+    def accepted(eta: Array, new: Array) -> Array:
+        return xp.isfinite(new) & (new <= loss0 - c * eta * slope) & (new < loss0)
+
+    def cond(s: tuple[Any, ...]) -> Any:
+        j, eta, new = s
+        return (j < max_halvings) & ~accepted(eta, new)
+
+    def body(s: tuple[Any, ...]) -> tuple[Any, ...]:
+        j, eta, _ = s
+        eta = eta / 2
+        return j + 1, eta, loss_at(eta)
+
+    eta_start = zero + eta0
+    j, eta, new = _dispatch.while_loop(
+        xp, cond, body, (xp.asarray(0), eta_start, loss_at(eta_start))
+    )
+    ok = (slope > 0) & accepted(eta, new)
+    return LineSearchResult(
+        xp.where(ok, eta, zero),
+        xp.where(ok, new, loss0),
+        _status(xp, ok, xp.isfinite(loss0)),
+        j + 1,
+    )

@@ -1,0 +1,381 @@
+"""Sketched direction solvers: SNGD (Nystrom), its residual-space form, Nystrom-PCG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from . import _dispatch
+from ._estimate import estimate_error
+from ._lowrank import SOLVE_MODES, LowRankPSD
+from ._nystrom import CORES, nystrom_from_sketch
+from ._operator import LinearOperator, gram, kernel
+from ._pcg import pcg
+from ._preconditioner import nystrom_preconditioner
+from ._random import Sampler, as_sampler
+from ._sketch import sketch_matrix
+from ._solver_base import (
+    DEFAULT_RANK,
+    DirectionInfo,
+    DirectionSolver,
+    SketchState,
+    _all_finite,
+    _check_choice,
+    _check_rank,
+    _check_residual,
+    _check_sketch,
+    _check_system,
+    _converged,
+    _dot,
+    _finite_and,
+    _nonfinite_note,
+    _pred_damped,
+    _rhs,
+    _set,
+    _status,
+)
+from ._status import Method, Status
+from ._validation import check_int, check_nonnegative
+
+__all__ = ["KernelNystrom", "Nystrom", "NystromPCG"]
+
+Array = Any
+
+
+@dataclass(frozen=True)
+class _Sketched(DirectionSolver):
+    rank: int | None = None
+    oversample: int = 0
+    sketch: str = "gaussian"
+    core: str = "auto"
+    error_power_iters: int = 0
+
+    def __post_init__(self) -> None:
+        _set(self, "rank", _check_rank(self.rank))
+        _set(self, "oversample", check_int(self.oversample, "oversample", low=0))
+        _check_sketch(self.sketch)
+        _check_choice(self.core, "core", CORES)
+        iters = check_int(self.error_power_iters, "error_power_iters", low=0)
+        _set(self, "error_power_iters", iters)
+
+    def _rank(self, dim: int) -> int:
+        if self.rank is None:
+            return min(DEFAULT_RANK, dim)
+        return check_int(self.rank, "rank", low=1, high=dim)
+
+    def _finish_init(
+        self,
+        A: LinearOperator,
+        approx: LowRankPSD,
+        sampler: Sampler,
+        J: LinearOperator,
+        r: Any,
+        g: Any,
+        finite: Any,
+    ) -> SketchState:
+        err = None
+        if self.error_power_iters:
+            err = estimate_error(
+                A, approx, power_iters=self.error_power_iters, seed=sampler.fold_in(1)
+            )
+        return SketchState(J, approx, r, g, err, finite)
+
+
+def _check_inverse_damping(solver: Any, damping: Any, xp: Any, dtype: Any) -> Any:
+    return check_nonnegative(
+        damping,
+        "damping",
+        strict=solver.inverse == "woodbury",
+        context=f"method={solver.method!r} and inverse='woodbury' (use inverse='projected' for 0)",
+        xp=xp,
+        dtype=dtype,
+    )
+
+
+def _gram_sketch(
+    J: LinearOperator,
+    r: Array | None,
+    rank: int,
+    oversample: int,
+    sketch: str,
+    sampler: Sampler,
+    core: str,
+) -> tuple[LowRankPSD, Array | None, Any]:
+    """``nystrom(gram(J), rank)`` and ``g = J^T r`` from one block product with ``J^T``.
+
+    ``Y = J^T (J Omega)`` and ``J^T r`` share the pass over ``J^T``: ``J^T [J Omega, r]``.
+    For a materialized ``N x P`` Jacobian that pass streams the whole matrix from memory,
+    so one pass instead of two saves about as much as a full gradient costs.
+    """
+    xp = J.xp
+    l = min(rank + oversample, J.shape[1])
+    Omega = sketch_matrix(
+        J.shape[1], l, xp=xp, dtype=J.dtype, device=J.device, kind=sketch, seed=sampler
+    )
+    JO = J.matmat(Omega)
+    if r is None:
+        Y, g = J.rmatmat(JO), None
+    else:
+        W = J.rmatmat(xp.concat([JO, r[:, None]], axis=1))
+        Y, g = W[:, :l], W[:, l]
+    finite = _all_finite(xp, Y, g)
+    Ysafe = Y if finite is True or _dispatch.is_tracing(Y) else xp.zeros_like(Y)
+    return nystrom_from_sketch(xp, Omega, Ysafe, rank=rank, core=core), g, finite
+
+
+@dataclass(frozen=True)
+class Nystrom(_Sketched):
+    r"""SNGD: ``d = (G_hat + mu I)^{-1} J^T b`` with a rank-``rank`` Nystrom ``G_hat``.
+
+    ``G_hat = nystrom(gram(J), rank)`` from one block product (fused with ``g = J^T r``);
+    ``inverse="woodbury"`` applies the exact inverse of ``G_hat + mu I`` (needs
+    ``mu > 0``; the part of ``g`` outside the sketched range is scaled by ``1/mu``),
+    ``"projected"`` the inverse on the sketched range only (allows ``mu = 0``).
+
+    Parameters
+    ----------
+    rank : int, optional
+        Eigenpairs kept, default ``min(100, P)``.
+    oversample : int
+        Extra sketch columns.
+    sketch : {"gaussian", "rademacher", "sparse_sign"}
+        Test-matrix distribution.
+    inverse : {"woodbury", "projected"}
+    core : {"auto", "cholesky", "eigh"}
+        Factorization of the Nystrom core (:func:`nystrom`).
+    error_power_iters : int
+        Power steps for the estimate ``||G - G_hat||_2`` (as many extra products).
+
+    References
+    ----------
+    Best Mckay, Kaur, Greif, Wetton. Near-optimal sketchy natural gradients for PINNs.
+    ICML 2025. Frangella, Tropp, Udell. Randomized Nystrom preconditioning. SIMAX 2023.
+    """
+
+    inverse: str = "woodbury"
+    method: ClassVar[str] = Method.NYSTROM.value
+    computes_gradient: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice(self.inverse, "inverse", SOLVE_MODES)
+
+    @property
+    def allows_zero_damping(self) -> bool:  # type: ignore[override]
+        """Only the projected inverse exists at ``mu = 0``."""
+        return self.inverse == "projected"
+
+    def check_damping(self, damping: Any, xp: Any = None, dtype: Any = None) -> Any:
+        """``mu >= 0``, and ``> 0`` for the Woodbury inverse."""
+        return _check_inverse_damping(self, damping, xp, dtype)
+
+    def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
+        """Sketch ``G = J^T J`` (and ``g = J^T r`` in the same pass)."""
+        J, xp = _check_system(J, r)
+        rank = self._rank(J.shape[1])
+        sampler = as_sampler(seed)
+        approx, g, finite = _gram_sketch(
+            J, r, rank, self.oversample, self.sketch, sampler, self.core
+        )
+        return self._finish_init(gram(J), approx, sampler, J, r, g, _and(finite, r, xp))
+
+    def solve(
+        self, state: SketchState, rhs: Array | None = None, *, damping: float | Array
+    ) -> tuple[Array, DirectionInfo]:
+        """``(G_hat + mu I)^{-1} g`` or its projected form, ``O(P l)``."""
+        J, approx = state.jacobian, state.approx
+        xp = J.xp
+        mu = self.check_damping(damping, xp, J.dtype)
+        if rhs is None:
+            _rhs(state, None, None)
+            g = state.gradient
+        else:
+            _check_residual(J, rhs, "rhs")
+            g = J.rmatvec(rhs)
+        d = approx.solve(g, mu, mode=self.inverse)
+        pred = _pred_sketch(xp, approx, d, g, mu, self.inverse)
+        msg = f"nystrom: rank {approx.rank}, {self.inverse} inverse, core {approx.core}"
+        return d, _sketch_info(xp, self.method, approx, state, d, g, mu, pred, msg)
+
+
+def _pred_sketch(xp: Any, approx: LowRankPSD, d: Array, g: Array, mu: Any, inverse: str) -> Array:
+    if inverse == "woodbury":
+        return _pred_damped(xp, d, g, mu)
+    # d = U diag(1/(lam + mu))_+ U^T g: decrease sum c^2 (lam + 2 mu) / (2 (lam + mu)^2)
+    Utd = approx.eigenvectors.T @ d
+    lam = approx.eigenvalues
+    return _dot(xp, d, g) - 0.5 * _dot(xp, Utd, lam * Utd)
+
+
+def _and(finite: Any, r: Any, xp: Any) -> Any:
+    return _finite_and(xp, finite, _all_finite(xp, r))
+
+
+def _sketch_info(
+    xp: Any,
+    method: str,
+    approx: LowRankPSD,
+    state: SketchState,
+    d: Array,
+    g: Any,
+    mu: Any,
+    pred: Any,
+    msg: str,
+    iterations: Any = None,
+    base: Any = Status.SUCCESS,
+) -> DirectionInfo:
+    status = _status(xp, _finite_and(xp, _all_finite(xp, d), state.finite), base)
+    deff = approx.effective_dimension(mu)
+    scale = approx.eigenvalues[0]
+    return DirectionInfo(
+        method,
+        approx.rank,
+        state.error_estimate,
+        iterations,
+        deff,
+        _converged(status),
+        msg + _nonfinite_note(status),
+        g,
+        status,
+        pred,
+        scale,
+    )
+
+
+@dataclass(frozen=True)
+class KernelNystrom(_Sketched):
+    r"""The sketch in residual space: ``d = J^T (K_hat + mu I)^{-1} b``,
+    ``K_hat = nystrom(kernel(J), rank)`` (``N``-dimensional sketch).
+
+    Options as :class:`Nystrom` (``rank`` default ``min(100, N)``).
+    """
+
+    inverse: str = "woodbury"
+    method: ClassVar[str] = Method.KERNEL_NYSTROM.value
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice(self.inverse, "inverse", SOLVE_MODES)
+
+    @property
+    def allows_zero_damping(self) -> bool:  # type: ignore[override]
+        """Only the projected inverse exists at ``mu = 0``."""
+        return self.inverse == "projected"
+
+    def check_damping(self, damping: Any, xp: Any = None, dtype: Any = None) -> Any:
+        """``mu >= 0``, and ``> 0`` for the Woodbury inverse."""
+        return _check_inverse_damping(self, damping, xp, dtype)
+
+    def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
+        """Sketch ``K = J J^T``."""
+        J, xp = _check_system(J, r)
+        rank = self._rank(J.shape[0])
+        sampler = as_sampler(seed)
+        A = kernel(J)
+        l = min(rank + self.oversample, J.shape[0])
+        Omega = sketch_matrix(
+            J.shape[0], l, xp=xp, dtype=J.dtype, device=J.device, kind=self.sketch, seed=sampler
+        )
+        Y = A.matmat(Omega)
+        finite = _all_finite(xp, Y)
+        Ysafe = Y if finite is True or _dispatch.is_tracing(Y) else xp.zeros_like(Y)
+        approx = nystrom_from_sketch(xp, Omega, Ysafe, rank=rank, core=self.core)
+        return self._finish_init(A, approx, sampler, J, r, None, _and(finite, r, xp))
+
+    def solve(
+        self, state: SketchState, rhs: Array | None = None, *, damping: float | Array
+    ) -> tuple[Array, DirectionInfo]:
+        """``J^T (K_hat + mu I)^{-1} rhs``: one product with ``J^T``."""
+        J, approx = state.jacobian, state.approx
+        xp = J.xp
+        mu = self.check_damping(damping, xp, J.dtype)
+        b = _rhs(state, rhs, J)
+        y = approx.solve(b, mu, mode=self.inverse)
+        d = J.rmatvec(y)
+        # the K_hat model: 1/2 (K_hat y) . (b + mu y)
+        Ky = approx.matmat(y)
+        pred = 0.5 * (_dot(xp, Ky, b) + mu * _dot(xp, Ky, y))
+        msg = f"kernel-nystrom: rank {approx.rank}, {self.inverse} inverse, core {approx.core}"
+        info = _sketch_info(xp, self.method, approx, state, d, None, mu, pred, msg)
+        return d, info
+
+
+@dataclass(frozen=True)
+class NystromPCG(_Sketched):
+    r"""``(G + mu I) d = J^T b`` by CG, preconditioned by a rank-``rank`` Nystrom sketch.
+
+    Exact up to ``rtol`` (default ``sqrt(eps)``); ``maxiter`` defaults to ``P``. Needs
+    ``mu > 0``. The sketch (fused with ``g = J^T r``) is made once in :meth:`init`; every
+    :meth:`solve` builds the preconditioner for its ``mu`` in ``O(P l)`` and runs CG (one
+    product with ``J`` and ``J^T`` per iteration).
+
+    References
+    ----------
+    Frangella, Tropp, Udell. Randomized Nystrom preconditioning. SIMAX 2023.
+    """
+
+    rtol: float | None = None
+    maxiter: int | None = None
+    method: ClassVar[str] = Method.NYSTROM_PCG.value
+    allows_zero_damping: ClassVar[bool] = False
+    computes_gradient: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rtol is not None:
+            _set(self, "rtol", check_nonnegative(self.rtol, "rtol"))
+        if self.maxiter is not None:
+            _set(self, "maxiter", check_int(self.maxiter, "maxiter", low=0))
+
+    def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
+        """Sketch ``G = J^T J`` (and ``g = J^T r`` in the same pass)."""
+        J, xp = _check_system(J, r)
+        rank = self._rank(J.shape[1])
+        sampler = as_sampler(seed)
+        approx, g, finite = _gram_sketch(
+            J, r, rank, self.oversample, self.sketch, sampler, self.core
+        )
+        return self._finish_init(gram(J), approx, sampler, J, r, g, _and(finite, r, xp))
+
+    def solve(
+        self, state: SketchState, rhs: Array | None = None, *, damping: float | Array
+    ) -> tuple[Array, DirectionInfo]:
+        """Preconditioned CG on ``(G + mu I) d = g``."""
+        J, approx = state.jacobian, state.approx
+        xp = J.xp
+        mu = self.check_damping(damping, xp, J.dtype)
+        if rhs is None:
+            _rhs(state, None, None)
+            g = state.gradient
+        else:
+            _check_residual(J, rhs, "rhs")
+            g = J.rmatvec(rhs)
+        res = pcg(
+            gram(J),
+            g,
+            mu=mu,
+            preconditioner=nystrom_preconditioner(approx, mu),
+            rtol=self.rtol,
+            maxiter=self.maxiter,
+        )
+        d = res.x
+        pred = _pred_damped(xp, d, g, mu)
+        msg = f"nystrom-pcg: rank {approx.rank}; {res.message}"
+        info = _sketch_info(
+            xp,
+            self.method,
+            approx,
+            state,
+            d,
+            g,
+            mu,
+            pred,
+            msg,
+            res.iterations,
+            _pcg_status(res.status),
+        )
+        return d, info
+
+
+def _pcg_status(status: Any) -> Any:
+    return status if _dispatch.is_tracing(status) else Status(int(status))

@@ -1,0 +1,207 @@
+"""The step engine and its line searches, on every backend: written once, used by both
+adapters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sketchlinalg as sl
+
+
+def _quadratic(backend, theta0, d):
+    """Trial losses of ``1/2 (theta - eta d - 0.4)^2`` summed, as a batched callback."""
+    t0, dd = backend.asarray(theta0), backend.asarray(d)
+
+    def trial(etas):
+        pts = t0[None, :] - etas[:, None] * dd[None, :]
+        return 0.5 * backend.xp.sum((pts - 0.4) ** 2, axis=1)
+
+    return trial
+
+
+# -- line searches -------------------------------------------------------------------------
+
+
+def test_grid_line_search_takes_the_best_lower_point(backend):
+    trial = _quadratic(backend, np.ones(3), np.ones(3))  # theta - eta = 0.4 at eta = 0.6
+    loss0 = backend.asarray(np.asarray(0.5 * 3 * 0.36))
+    res = sl.grid_line_search(trial, loss0)
+    assert float(backend.to_numpy(res.step_size)) == 0.5 and res.status is sl.Status.SUCCESS
+    assert float(backend.to_numpy(res.loss)) == pytest.approx(0.5 * 3 * 0.01, rel=1e-6)
+    assert res.evaluations == 31
+
+
+def test_grid_line_search_never_goes_uphill_and_ignores_nonfinite(backend):
+    xp = backend.xp
+    loss0 = backend.asarray(np.asarray(1.0))
+    up = sl.grid_line_search(lambda etas: 1.0 + etas, loss0, num=5)
+    assert float(backend.to_numpy(up.step_size)) == 0.0 and up.status is sl.Status.NO_DECREASE
+    assert float(backend.to_numpy(up.loss)) == 1.0
+
+    def nan_for_long_steps(etas):  # NaN for eta >= 1/4, else (1 - eta - 0.875)^2 + 0.5
+        ok = etas < 0.2
+        return xp.where(ok, (0.125 - etas) ** 2 + 0.5, xp.full_like(etas, float("nan")))
+
+    res = sl.grid_line_search(nan_for_long_steps, loss0, num=6)
+    assert float(backend.to_numpy(res.step_size)) == 0.125
+    nan0 = sl.grid_line_search(lambda e: e, backend.asarray(np.asarray(np.nan)), num=3)
+    assert nan0.status is sl.Status.NONFINITE and float(backend.to_numpy(nan0.step_size)) == 0
+
+
+def test_armijo_line_search(backend):
+    loss0 = backend.asarray(np.asarray(9.0))
+    # L(eta) = (3 - 6 eta)^2 along d = 6 (the gradient of x^2 at 3): eta = 1/2 exact
+    res = sl.armijo_line_search(lambda e: (3.0 - 6.0 * e) ** 2, loss0, 36.0)
+    assert float(backend.to_numpy(res.step_size)) == 0.5 and res.status is sl.Status.SUCCESS
+    assert int(backend.to_numpy(res.evaluations)) == 2
+    bad = sl.armijo_line_search(lambda e: (3.0 + 6.0 * e) ** 2, loss0, -36.0, max_halvings=4)
+    assert float(backend.to_numpy(bad.step_size)) == 0 and bad.status is sl.Status.NO_DECREASE
+    with pytest.raises(ValueError, match=r"c must be in \(0, 1\)"):
+        sl.armijo_line_search(lambda e: e, loss0, 1.0, c=1.0)
+
+
+def test_line_searches_trace_under_jit():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    @jax.jit
+    def both(x):
+        def trial(etas):
+            return (x - 4.0 * etas) ** 2
+
+        g = sl.grid_line_search(trial, x**2)
+        a = sl.armijo_line_search(trial, x**2, 8.0 * x)
+        return g.step_size, g.status, a.step_size, a.status
+
+    g, gs, a, as_ = both(jnp.asarray(1.0))
+    assert float(g) == 0.25 and float(a) == 0.25 and int(gs) == int(as_) == 0
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+def _linear(backend, seed=0, N=12, P=5):
+    rng = np.random.default_rng(seed)
+    A, y = rng.standard_normal((N, P)), rng.standard_normal(N)
+    return A, y, backend.asarray(A), backend.asarray(y)
+
+
+@pytest.mark.parametrize("line_search", [None, "grid", "armijo"])
+def test_one_gauss_newton_step_solves_a_linear_problem(backend64, line_search):
+    A, y, Ab, yb = _linear(backend64)
+    engine = sl.StepEngine(sl.Dense(), damping=0.0, line_search=line_search)
+    theta = backend64.asarray(np.zeros(5))
+
+    def trial(etas, d):
+        moved = theta[None, :] - etas[:, None] * d[None, :]
+        res = moved @ Ab.T - yb[None, :]
+        return 0.5 * backend64.xp.sum(res * res, axis=1)
+
+    update, state, info = engine.step(Ab, Ab @ theta - yb, engine.init(theta), trial_loss=trial)
+    ref = np.linalg.lstsq(A, y, rcond=None)[0]
+    np.testing.assert_allclose(backend64.to_numpy(theta + update), ref, rtol=1e-10)
+    assert info.status is sl.Status.SUCCESS and int(backend64.to_numpy(state.steps)) == 1
+    assert float(backend64.to_numpy(state.step_size)) == 1.0
+
+
+def test_momentum_is_springs_recursion(backend64):
+    A, _, Ab, yb = _linear(backend64, seed=1, N=6, P=9)
+    engine = sl.StepEngine(sl.Woodbury(), damping=0.1, line_search=None, momentum=0.5)
+    theta = backend64.asarray(np.zeros(9))
+    state = engine.init(theta)
+    prev = np.zeros(9)
+    for _ in range(3):
+        r = Ab @ theta - yb
+        update, state, _ = engine.step(Ab, r, state)
+        ref = sl.spring_direction(A, backend64.to_numpy(r), prev, damping=0.1, momentum=0.5)
+        np.testing.assert_allclose(-backend64.to_numpy(update), ref, rtol=1e-10, atol=1e-12)
+        prev = ref
+        theta = theta + update
+
+
+def test_nonfinite_step_is_skipped_counted_and_warned(backend):
+    _, _, Ab, yb = _linear(backend)
+    engine = sl.StepEngine(sl.Nystrom(rank=3), damping=1e-3, line_search=None)
+    state = engine.init(backend.asarray(np.zeros(5)))
+    r = backend.asarray(np.where(np.arange(12) == 4, np.nan, 1.0))
+    with pytest.warns(sl.StepWarning, match="not taken"):
+        update, state, info = engine.step(Ab, r, state)
+    assert np.all(backend.to_numpy(update) == 0)
+    assert int(backend.to_numpy(state.skipped)) == 1 and info.status is sl.Status.NONFINITE
+    assert int(backend.to_numpy(state.status)) == sl.Status.NONFINITE
+    with pytest.warns(sl.StepWarning):
+        update, state, info = engine.step(Ab * float("nan"), yb, state)
+    assert int(backend.to_numpy(state.skipped)) == 2 and np.all(backend.to_numpy(update) == 0)
+
+
+def test_an_uphill_direction_is_not_taken(backend64):
+    _, _, Ab, yb = _linear(backend64)
+    engine = sl.StepEngine(sl.Dense(), damping=0.0, line_search="grid", grid_size=5)
+    theta = backend64.asarray(np.zeros(5))
+    update, state, info = engine.step(
+        Ab, Ab @ theta - yb, engine.init(theta), trial_loss=lambda etas, d: 100.0 + etas
+    )
+    assert info.status is sl.Status.NO_DECREASE and np.all(backend64.to_numpy(update) == 0)
+    assert int(backend64.to_numpy(state.skipped)) == 0  # not a NaN: not "skipped"
+
+
+def test_learning_rate_scales_the_step_and_may_be_per_parameter(backend64):
+    _, _, Ab, yb = _linear(backend64)
+    theta = backend64.asarray(np.zeros(5))
+    steps = {}
+    for lr in (1.0, 0.25):
+        engine = sl.StepEngine(sl.Dense(), damping=1e-3, line_search=None, learning_rate=lr)
+        steps[lr] = backend64.to_numpy(engine.step(Ab, Ab @ theta - yb, engine.init(theta))[0])
+    np.testing.assert_allclose(steps[0.25], 0.25 * steps[1.0], rtol=1e-14)
+    engine = sl.StepEngine(sl.Dense(), damping=1e-3, line_search=None)
+    rates = np.array([1.0, 0.0, 2.0, 1.0, 0.5])
+    per = engine.step(
+        Ab, Ab @ theta - yb, engine.init(theta), learning_rate=backend64.asarray(rates)
+    )
+    np.testing.assert_allclose(backend64.to_numpy(per[0]), rates * steps[1.0], rtol=1e-14)
+
+
+def test_engine_options_are_checked_once():
+    with pytest.raises(TypeError, match="solver must be a DirectionSolver"):
+        sl.StepEngine("nystrom")
+    with pytest.raises(ValueError, match="damping must be > 0 with method='nystrom-pcg'"):
+        sl.StepEngine(sl.NystromPCG(), damping=0.0)
+    with pytest.raises(ValueError, match="line_search must be one of"):
+        sl.StepEngine(sl.Dense(), line_search="wolfe")
+    with pytest.raises(ValueError, match="learning_rate must be >= 0"):
+        sl.StepEngine(sl.Dense(), learning_rate=-1.0)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        sl.StepEngine(sl.Woodbury(), momentum=1.0)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['inverse'\] for method 'dense'"):
+        sl.StepEngine.from_options("dense", inverse="projected")
+    engine = sl.StepEngine.from_options("nystrom", rank=7, damping=1e-4, momentum=0.5)
+    assert engine.solver == sl.Nystrom(rank=7) and engine.momentum == 0.5
+
+
+def test_engine_traces_under_jit_like_eager():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(2)
+    A = jnp.asarray(rng.standard_normal((12, 5)))
+    y = jnp.asarray(rng.standard_normal(12))
+    for solver in (sl.Dense(), sl.Woodbury(), sl.Nystrom(rank=5), sl.NystromPCG(rank=3)):
+        engine = sl.StepEngine(solver, damping=1e-3, line_search="armijo", momentum=0.3)
+
+        def step(theta, state, key, engine=engine):
+            def trial(etas, d):
+                res = (theta[None, :] - etas[:, None] * d[None, :]) @ A.T - y[None, :]
+                return 0.5 * jnp.sum(res * res, axis=1)
+
+            update, state, _ = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=key)
+            return update, state
+
+        theta = jnp.zeros(5)
+        key = jax.random.key(0)
+        eager = step(theta, engine.init(theta), key)
+        traced = jax.jit(step)(theta, engine.init(theta), key)
+        np.testing.assert_allclose(np.asarray(traced[0]), np.asarray(eager[0]), rtol=1e-9)
+        assert int(traced[1].status) == int(eager[1].status) == 0
