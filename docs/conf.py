@@ -13,6 +13,7 @@ so a broken example fails the build.
 
 from __future__ import annotations
 
+import inspect
 import os
 import pathlib
 import shutil
@@ -134,7 +135,22 @@ def write_example_outputs(app: Any) -> None:
         logger.info(f"docs/examples/{name}.py ran in {elapsed:.1f} s")
 
 
+def drop_type_docstring(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Drop the docstring that a constant inherits from its type (``autodoc-process-docstring``).
+
+    ``autodata`` of a tuple or dict shows ``tuple.__doc__`` / ``dict.__doc__`` (the latter is
+    not valid reStructuredText); the text of the directive in docs/api/ describes the
+    constant instead.
+    """
+    doc = type(obj).__doc__
+    if what == "data" and doc and "\n".join(lines).strip() == inspect.cleandoc(doc).strip():
+        lines.clear()
+
+
 def setup(app: Any) -> dict[str, Any]:
-    """Register the example runner."""
+    """Register the example runner and the docstring filter of constants."""
     app.connect("builder-inited", write_example_outputs)
+    app.connect("autodoc-process-docstring", drop_type_docstring, priority=100)  # before napoleon
     return {"parallel_read_safe": True}

@@ -4,28 +4,22 @@ on the boundary; the solution is u* = sin(pi x) sin(pi y).
 Network: a [2, 64, 64, 1] tanh MLP (4,417 parameters), float64. Collocation: a 30 x 30
 grid of interior points (spacing 1/31, 900 points, weight |Omega| = 1) and 30 points per
 side of the boundary (120 points, each corner once, weight |dOmega| = 4), so the residual
-has N = 1,020 rows (algorithms.md section 1). Optimizer: SNGD (rank-300 Nystrom
-approximation G_hat of the Gauss–Newton matrix J^T J, a fresh Gaussian sketch every step)
-with the projected inverse d = U diag(1/(lam + mu)) U^T J^T r, mu = 1e-10, and ENGD's
-31-point grid line search. The Jacobian is materialized by per-point gradients
-(pinn_system's "materialized" path; 1,020 x 4,417 in float64 is 36 MB).
-
-Tuning (40-step runs, seeds 0-2, PyTorch's default initialization): the projected inverse
-with mu = 1e-10 reached an L2 error of 1.1e-6 to 2.0e-6 within 20-25 steps; the Woodbury
-inverse (G_hat + mu I)^{-1} with mu = 1e-8 (the best of 1e-9 .. 1e-7) was at 4.7e-6 to
-7.8e-6 after 40 steps, since the part of the gradient outside the sketched range is
-scaled by 1/mu and the line search then has to shorten the whole step; mu = 0
-(projected) plateaued at 2.3e-6; rank 400 or 20 extra sketch columns did not help.
+has N = 1,020 rows. Optimizer: SNGD with the library's defaults: a fresh Nystrom sketch of
+the Gauss–Newton matrix J^T J every step, its size and the damping adapting to the problem
+(sketchlinalg.StepEngine), and ENGD's 31-point grid line search. The Jacobian is
+materialized by per-point gradients (pinn_system's "materialized" path; 1,020 x 4,417 in
+float64 is 36 MB). ``--rank`` / ``--damping`` fix them instead.
 
 Run::
 
     OMP_NUM_THREADS=1 python examples/torch_poisson2d.py [--budget 60] [--steps 1000]
 
-One line per step (iteration, loss 1/2 ||r||^2 before the step, chosen step size, elapsed
-training time), then a final line with the iterations, the training wall time and the
-relative L2 error ||u - u*|| / ||u*|| on a uniform 100 x 100 grid of [0,1]^2 (boundary
-included). Training stops after ``--steps`` steps or at the first step that ends after
-``--budget`` seconds; set-up and evaluation are not timed.
+One line per step (iteration, loss 1/2 ||r||^2 before the step, chosen step size, the
+damping and sketch size for the next step, the step's status, elapsed training time), then
+a final line with the iterations, the training wall time and the relative L2 error
+||u - u*|| / ||u*|| on a uniform 100 x 100 grid of [0,1]^2 (boundary included). Training
+stops after ``--steps`` steps or at the first step that ends after ``--budget`` seconds;
+set-up and evaluation are not timed.
 """
 
 from __future__ import annotations
@@ -39,6 +33,8 @@ from typing import Any
 
 import torch
 from sketchlinalg_torch import SNGD, Term, laplacian, pinn_residual, pinn_system
+
+from sketchlinalg import Status
 
 
 def source(x: torch.Tensor) -> torch.Tensor:
@@ -113,8 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60.0, help="training seconds")
     parser.add_argument("--steps", type=int, default=10_000, help="maximum steps")
-    parser.add_argument("--rank", type=int, default=300)
-    parser.add_argument("--damping", type=float, default=1e-10, help="mu")
+    parser.add_argument("--rank", type=int, default=None, help="sketch size (default: adaptive)")
+    parser.add_argument("--damping", type=float, default=None, help="fixed mu (default: adaptive)")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=2, help="hidden layers")
     parser.add_argument("--n-interior", type=int, default=30, help="interior grid per axis")
@@ -127,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--eval-every", type=int, default=0, help="also print the L2 error every k steps (untimed)"
     )
-    parser.add_argument("--inverse", choices=("woodbury", "projected"), default="projected")
+    parser.add_argument("--inverse", choices=("woodbury", "projected"), default="woodbury")
     parser.add_argument("--oversample", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="only the final line")
     args = parser.parse_args(argv)
@@ -140,11 +136,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     terms = make_terms(args.n_interior, args.n_side, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     n_rows = sum(t.points.shape[0] for t in terms)
-    rank = min(args.rank, n_params)
+    rank = None if args.rank is None else min(args.rank, n_params)
     print(
         f"Poisson 2D: MLP {widths} ({n_params} parameters), {n_rows} residual rows, "
-        f"SNGD rank {rank}, {args.inverse} inverse, damping {args.damping:g}, grid line "
-        f"search, {dtype}, "
+        f"SNGD rank {rank or 'adaptive'}, {args.inverse} inverse, damping "
+        f"{args.damping or 'adaptive'}, grid line search, {dtype}, "
         f"{torch.get_num_threads()} torch threads",
         flush=True,
     )
@@ -166,9 +162,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         loss = float(opt.step())
         elapsed += time.perf_counter() - t0
         steps += 1
-        eta = float(opt.state[next(iter(model.parameters()))]["step_size"])
+        state = opt.state[next(iter(model.parameters()))]
         if not args.quiet:
-            line = f"step {steps:4d}  loss {loss:.3e}  eta {eta:.1e}  elapsed {elapsed:6.2f} s"
+            status = Status(int(state["status"])).name.lower()
+            rank_now = f"  rank {int(state['rank'])}" if int(state["rank"]) else ""
+            line = (
+                f"step {steps:4d}  loss {loss:.3e}  eta {float(state['step_size']):.1e}  mu "
+                f"{float(state['damping']):.1e}{rank_now}  {status}  elapsed {elapsed:6.2f} s"
+            )
             if args.eval_every and steps % args.eval_every == 0:
                 line += f"  L2 error {relative_l2_error(model, args.n_eval):.3e}"
             print(line, flush=True)

@@ -142,16 +142,32 @@ def namespace(*arrays: Any) -> Any:
     return _compat.array_namespace(*arrays)
 
 
+def _any_traced(tree: Any) -> bool:
+    """Whether a (nested tuple / list of) array(s) holds a JAX tracer."""
+    if isinstance(tree, (tuple, list)):
+        return any(_any_traced(t) for t in tree)
+    return is_tracing(tree)
+
+
 def cond(xp: Any, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
     """``true_fn() if pred else false_fn()``, traceable under ``jax.jit``.
 
-    JAX gets ``jax.lax.cond`` (both branches are traced, one runs); every other backend
-    branches in Python on ``bool(pred)``. Both functions take no argument and must
-    return arrays of the same shapes and dtypes.
+    A traced JAX ``pred`` gets ``jax.lax.cond`` (both branches are traced, one runs);
+    otherwise the branch is a Python ``if`` on ``bool(pred)``. Both functions take no
+    argument and must return arrays of the same shapes and dtypes.
     """
-    if backend_name(xp) == "jax":
+    if backend_name(xp) == "jax" and is_tracing(pred):
         return _module("jax").lax.cond(pred, true_fn, false_fn)
     return true_fn() if bool(pred) else false_fn()
+
+
+def switch(xp: Any, index: Any, branches: list[Callable[[], Any]]) -> Any:
+    """``branches[index]()``, traceable under ``jax.jit`` (a traced index gets
+    ``jax.lax.switch``: every branch is traced, one runs; they must return arrays of the same
+    shapes and dtypes)."""
+    if backend_name(xp) == "jax" and is_tracing(index):
+        return _module("jax").lax.switch(index, branches)
+    return branches[int(index)]()
 
 
 def fori_loop(xp: Any, lower: int, upper: int, body: Callable[[Any, Any], Any], init: Any) -> Any:
@@ -213,10 +229,11 @@ def map_columns(xp: Any, fn: Callable[[Array], Array], X: Array, chunk: int | No
 def while_loop(xp: Any, cond: Callable[[Any], Any], body: Callable[[Any], Any], state: Any) -> Any:
     """``while cond(state): state = body(state)``, traceable under ``jax.jit``.
 
-    JAX gets ``jax.lax.while_loop`` (so the loop compiles once, whatever the count);
-    every other backend runs a Python loop with one host synchronization per test.
+    A traced JAX state gets ``jax.lax.while_loop`` (so the loop compiles once, whatever the
+    count); otherwise (other backends, eager JAX) a Python loop runs, with one host
+    synchronization per test.
     """
-    if backend_name(xp) == "jax":
+    if backend_name(xp) == "jax" and _any_traced(state):
         return _module("jax").lax.while_loop(cond, body, state)
     while bool(cond(state)):
         state = body(state)

@@ -387,6 +387,7 @@ def least_squares(
         control = _Nielsen(mu0, eps)
     nit = 0
     status: int | None = None
+    failure = Status.NONFINITE  # what a status -3 was (NaN/Inf, or no decrease in the end)
     notes: list[str] = []
     nonfinite_trials = 0
     nonfinite_streak = 0  # trial points with non-finite residuals since the last acceptance
@@ -477,7 +478,7 @@ def least_squares(
                 njev += 1
                 if Jd is not None:
                     col_norms = _column_norms(xp, Jd)
-                    if scale_mode == "jac":
+                    if isinstance(scale_mode, str):  # "jac"
                         D = xp.maximum(D, col_norms)
             else:
                 control.reject(step_norm)
@@ -491,7 +492,7 @@ def least_squares(
                     )
                 break
             if control.exhausted():
-                status = -3
+                status, failure = -3, Status.NO_DECREASE
                 notes.append("the damping overflowed (the trust region collapsed)")
                 break
             if accept:
@@ -501,6 +502,14 @@ def least_squares(
                 break
 
     g = _gradient(xp, Jd, J_op, f)
+    if status > 0 and not (
+        bool(xp.all(xp.isfinite(g))) and (Jd is None or bool(xp.all(xp.isfinite(Jd))))
+    ):
+        status, failure = -3, Status.NONFINITE
+        notes.append(
+            "the Jacobian (or J^T f) at the final x holds NaN/Inf, so optimality cannot be "
+            "judged there"
+        )
     if nonfinite_trials:
         notes.append(
             f"{nonfinite_trials} trial point(s) had non-finite residuals and were rejected "
@@ -525,6 +534,7 @@ def least_squares(
         damping=float(control.mu),
         direction=used_direction,
         nonfinite_trials=nonfinite_trials,
+        result=Status.SUCCESS if status > 0 else Status.MAX_ITERATIONS if status == 0 else failure,
     )
 
 

@@ -38,12 +38,16 @@ class LineSearchResult(NamedTuple):
         direction) or ``NONFINITE`` (``loss0`` is not finite).
     evaluations : int or array
         Trial losses evaluated.
+    first_loss : array
+        The loss at the first candidate, ``eta = 1`` (``eta0`` for Armijo): how well the
+        quadratic model predicts the full step (the gain ratio of an adaptive damping).
     """
 
     step_size: Array
     loss: Array
     status: Any
     evaluations: Any
+    first_loss: Any = None
 
 
 def _status(xp: Any, ok: Any, finite0: Any) -> Any:
@@ -104,7 +108,7 @@ def grid_line_search(trial_loss: TrialLoss, loss0: Array, *, num: int = 31) -> L
     ok = best_loss < loss0
     eta = xp.where(ok, xp.take(etas, xp.reshape(best, (1,)))[0], xp.zeros_like(loss0))
     return LineSearchResult(
-        eta, xp.where(ok, best_loss, loss0), _status(xp, ok, xp.isfinite(loss0)), num
+        eta, xp.where(ok, best_loss, loss0), _status(xp, ok, xp.isfinite(loss0)), num, losses[0]
     )
 
 
@@ -179,13 +183,13 @@ def armijo_line_search(
         return j + 1, eta, loss_at(eta)
 
     eta_start = zero + eta0
-    j, eta, new = _dispatch.while_loop(
-        xp, cond, body, (xp.asarray(0), eta_start, loss_at(eta_start))
-    )
+    first = loss_at(eta_start)
+    j, eta, new = _dispatch.while_loop(xp, cond, body, (xp.asarray(0), eta_start, first))
     ok = (slope > 0) & accepted(eta, new)
     return LineSearchResult(
         xp.where(ok, eta, zero),
         xp.where(ok, new, loss0),
         _status(xp, ok, xp.isfinite(loss0)),
         j + 1,
+        first,
     )

@@ -50,7 +50,12 @@ def nystrom_preconditioner(approx: LowRankPSD, mu: float | Array) -> LinearOpera
         mu, "mu", strict=True, context="nystrom_preconditioner", xp=approx.xp, dtype=approx.dtype
     )
     U, lam = approx.eigenvectors, approx.eigenvalues
-    scale = (lam[-1] + mu) / (lam + mu)
+    xp = approx.xp
+    # lam_l: the smallest positive kept eigenvalue (a zero-padded sketch has trailing zeros)
+    positive = xp.where(lam > 0, lam, xp.full_like(lam, float("inf")))
+    smallest = xp.min(positive)
+    lam_l = xp.where(xp.isfinite(smallest), smallest, xp.zeros_like(smallest))
+    scale = (lam_l + mu) / (lam + mu)
 
     def apply(X: Array) -> Array:
         UtX = U.T @ X

@@ -25,14 +25,13 @@ from ._solver_base import (
     _check_residual,
     _check_sketch,
     _check_system,
-    _converged,
     _dot,
     _finite_and,
-    _nonfinite_note,
     _pred_damped,
     _rhs,
     _set,
     _status,
+    make_info,
 )
 from ._status import Method, Status
 from ._validation import check_int, check_nonnegative
@@ -58,6 +57,10 @@ class _Sketched(DirectionSolver):
         iters = check_int(self.error_power_iters, "error_power_iters", low=0)
         _set(self, "error_power_iters", iters)
 
+    def scale(self, state: SketchState) -> Any:
+        """The sketch's largest eigenvalue."""
+        return state.approx.eigenvalues[0]
+
     def _rank(self, dim: int) -> int:
         if self.rank is None:
             return min(DEFAULT_RANK, dim)
@@ -78,7 +81,16 @@ class _Sketched(DirectionSolver):
             err = estimate_error(
                 A, approx, power_iters=self.error_power_iters, seed=sampler.fold_in(1)
             )
-        return SketchState(J, approx, r, g, err, finite)
+        return SketchState(J, approx, r, g, err, finite, approx.rank >= min(J.shape))
+
+
+def _smallest_kept(state: SketchState) -> Any:
+    lam = state.approx.eigenvalues
+    xp = _dispatch.namespace(lam)
+    positive = xp.where(lam > 0, lam, xp.full_like(lam, float("inf")))
+    smallest = xp.min(positive)
+    floor = xp.where(xp.isfinite(smallest), smallest, xp.zeros_like(smallest))
+    return xp.where(xp.asarray(state.saturated), xp.zeros_like(floor), floor)
 
 
 def _check_inverse_damping(solver: Any, damping: Any, xp: Any, dtype: Any) -> Any:
@@ -169,6 +181,12 @@ class Nystrom(_Sketched):
         """``mu >= 0``, and ``> 0`` for the Woodbury inverse."""
         return _check_inverse_damping(self, damping, xp, dtype)
 
+    def damping_floor(self, state: SketchState) -> Any:
+        """The smallest kept eigenvalue ``lam_l`` of a sketch below full rank: with a smaller
+        ``mu``, the Woodbury inverse scales the part of ``g`` outside the sketched range by
+        ``1/mu`` (far more than any direction it resolves); ``0`` once saturated."""
+        return _smallest_kept(state)
+
     def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
         """Sketch ``G = J^T J`` (and ``g = J^T r`` in the same pass)."""
         J, xp = _check_system(J, r)
@@ -193,18 +211,24 @@ class Nystrom(_Sketched):
             _check_residual(J, rhs, "rhs")
             g = J.rmatvec(rhs)
         d = approx.solve(g, mu, mode=self.inverse)
-        pred = _pred_sketch(xp, approx, d, g, mu, self.inverse)
+        Utd = approx.eigenvectors.T @ d
+        curvature = _dot(xp, Utd, approx.eigenvalues * Utd)  # d^T G_hat d
+        pred = _pred_damped(xp, d, g, mu) if self.inverse == "woodbury" else None
         msg = f"nystrom: rank {approx.rank}, {self.inverse} inverse, core {approx.core}"
-        return d, _sketch_info(xp, self.method, approx, state, d, g, mu, pred, msg)
-
-
-def _pred_sketch(xp: Any, approx: LowRankPSD, d: Array, g: Array, mu: Any, inverse: str) -> Array:
-    if inverse == "woodbury":
-        return _pred_damped(xp, d, g, mu)
-    # d = U diag(1/(lam + mu))_+ U^T g: decrease sum c^2 (lam + 2 mu) / (2 (lam + mu)^2)
-    Utd = approx.eigenvectors.T @ d
-    lam = approx.eigenvalues
-    return _dot(xp, d, g) - 0.5 * _dot(xp, Utd, lam * Utd)
+        info = _sketch_info(
+            xp,
+            self.method,
+            approx,
+            state,
+            d,
+            g,
+            mu,
+            msg,
+            slope=_dot(xp, d, g),
+            curvature=curvature,
+            pred=pred,
+        )
+        return d, info
 
 
 def _and(finite: Any, r: Any, xp: Any) -> Any:
@@ -219,26 +243,28 @@ def _sketch_info(
     d: Array,
     g: Any,
     mu: Any,
-    pred: Any,
     msg: str,
+    *,
+    slope: Any,
+    curvature: Any,
+    pred: Any = None,
     iterations: Any = None,
     base: Any = Status.SUCCESS,
 ) -> DirectionInfo:
     status = _status(xp, _finite_and(xp, _all_finite(xp, d), state.finite), base)
-    deff = approx.effective_dimension(mu)
-    scale = approx.eigenvalues[0]
-    return DirectionInfo(
+    return make_info(
         method,
-        approx.rank,
-        state.error_estimate,
-        iterations,
-        deff,
-        _converged(status),
-        msg + _nonfinite_note(status),
-        g,
         status,
-        pred,
-        scale,
+        msg,
+        rank=approx.rank,
+        error_estimate=state.error_estimate,
+        iterations=iterations,
+        effective_dimension=approx.effective_dimension(mu),
+        gradient=g,
+        predicted_decrease=slope - 0.5 * curvature if pred is None else pred,
+        gram_scale=approx.eigenvalues[0],
+        slope=slope,
+        curvature=curvature,
     )
 
 
@@ -265,6 +291,12 @@ class KernelNystrom(_Sketched):
     def check_damping(self, damping: Any, xp: Any = None, dtype: Any = None) -> Any:
         """``mu >= 0``, and ``> 0`` for the Woodbury inverse."""
         return _check_inverse_damping(self, damping, xp, dtype)
+
+    def damping_floor(self, state: SketchState) -> Any:
+        """The smallest kept eigenvalue ``lam_l`` of a sketch below full rank: with a smaller
+        ``mu``, the Woodbury inverse scales the part of ``g`` outside the sketched range by
+        ``1/mu`` (far more than any direction it resolves); ``0`` once saturated."""
+        return _smallest_kept(state)
 
     def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
         """Sketch ``K = J J^T``."""
@@ -294,9 +326,19 @@ class KernelNystrom(_Sketched):
         d = J.rmatvec(y)
         # the K_hat model: 1/2 (K_hat y) . (b + mu y)
         Ky = approx.matmat(y)
-        pred = 0.5 * (_dot(xp, Ky, b) + mu * _dot(xp, Ky, y))
         msg = f"kernel-nystrom: rank {approx.rank}, {self.inverse} inverse, core {approx.core}"
-        info = _sketch_info(xp, self.method, approx, state, d, None, mu, pred, msg)
+        info = _sketch_info(
+            xp,
+            self.method,
+            approx,
+            state,
+            d,
+            None,
+            mu,
+            msg,
+            slope=_dot(xp, Ky, b),
+            curvature=_dot(xp, Ky, Ky),
+        )
         return d, info
 
 
@@ -359,8 +401,7 @@ class NystromPCG(_Sketched):
             maxiter=self.maxiter,
         )
         d = res.x
-        pred = _pred_damped(xp, d, g, mu)
-        msg = f"nystrom-pcg: rank {approx.rank}; {res.message}"
+        slope = _dot(xp, d, g)  # (G + mu I) d = g up to rtol: d^T G d = d^T g - mu ||d||^2
         info = _sketch_info(
             xp,
             self.method,
@@ -369,10 +410,12 @@ class NystromPCG(_Sketched):
             d,
             g,
             mu,
-            pred,
-            msg,
-            res.iterations,
-            _pcg_status(res.status),
+            f"nystrom-pcg: rank {approx.rank}; {res.message}",
+            slope=slope,
+            curvature=slope - mu * _dot(xp, d, d),
+            pred=_pred_damped(xp, d, g, mu),
+            iterations=res.iterations,
+            base=_pcg_status(res.status),
         )
         return d, info
 

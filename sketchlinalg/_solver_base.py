@@ -73,9 +73,13 @@ class DirectionInfo(NamedTuple):
         Decrease of the solver's quadratic model of ``1/2 ||b - J d||^2`` at the step
         ``-d``: ``1/2 (d^T g + mu ||d||^2)`` for a damped solve (no pass over ``J``).
     gram_scale : array or None
-        Scale of ``G = J^T J``: its largest eigenvalue where the method knows it (sketch,
-        SVD, eigendecomposition), else the largest diagonal entry of ``G`` (dense) or of
-        ``J J^T`` (Woodbury), which is within a factor ``P`` (``N``) of it.
+        Scale of ``G = J^T J``: its largest eigenvalue (from the sketch, the SVD, or power
+        iteration on the formed matrix), what a relative damping refers to.
+    slope : array or None
+        ``d^T g`` with ``g = J^T b``: the decrease rate of the model along ``-d``.
+    curvature : array or None
+        ``d^T G_model d``: the model decrease of a step ``-eta d`` is
+        ``eta slope - eta^2 curvature / 2``.
     """
 
     method: str
@@ -89,6 +93,23 @@ class DirectionInfo(NamedTuple):
     status: Any = Status.SUCCESS
     predicted_decrease: Any = None
     gram_scale: Any = None
+    slope: Any = None
+    curvature: Any = None
+
+
+def make_info(method: str, status: Any, message: str, **fields: Any) -> DirectionInfo:
+    """A :class:`DirectionInfo` with ``converged`` from ``status``; other fields by name."""
+    fields.setdefault("rank", None)
+    fields.setdefault("error_estimate", None)
+    fields.setdefault("iterations", None)
+    fields.setdefault("effective_dimension", None)
+    return DirectionInfo(
+        method=method,
+        converged=_converged(status),
+        message=message + _nonfinite_note(status),
+        status=status,
+        **fields,
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -124,7 +145,11 @@ class SVDState(NamedTuple):
 
 
 class SketchState(NamedTuple):
-    """State of :class:`Nystrom`, :class:`KernelNystrom` and :class:`NystromPCG`."""
+    """State of :class:`Nystrom`, :class:`KernelNystrom` and :class:`NystromPCG`.
+
+    ``saturated``: the sketch has as many columns as ``G`` can have non-zero eigenvalues
+    (``min(N, P)``), so it misses nothing.
+    """
 
     jacobian: LinearOperator
     approx: LowRankPSD
@@ -132,6 +157,7 @@ class SketchState(NamedTuple):
     gradient: Array | None
     error_estimate: Any
     finite: Any
+    saturated: Any = False
 
 
 class AutoState(NamedTuple):
@@ -170,6 +196,16 @@ class DirectionSolver:
     ) -> tuple[Array, DirectionInfo]:
         """``d ~ (J^T J + mu I)^{-1} J^T rhs`` (``rhs`` default: the ``r`` given to init)."""
         raise NotImplementedError
+
+    def scale(self, state: Any) -> Any:
+        """The largest eigenvalue of ``G`` (an estimate), from the state: what a damping
+        relative to the spectrum is measured against."""
+        raise NotImplementedError
+
+    def damping_floor(self, state: Any) -> Any:
+        """The smallest damping this state supports well (``0`` for exact solvers; for a
+        Nystrom sketch below full rank, its smallest kept eigenvalue)."""
+        return 0.0
 
     def check_damping(self, damping: Any, xp: Any = None, dtype: Any = None) -> Any:
         """Validate ``damping`` for this solver (a float, or a traced 0-d array)."""

@@ -1,26 +1,43 @@
-r"""The natural-gradient step, written once: direction, line search, step size, momentum,
-non-finite handling and the info record. Both adapters (optax and ``torch.optim``) run it.
+r"""The natural-gradient step, written once: direction, damping, sketch size, line search,
+step size, momentum, non-finite handling, stall detection and the info record. Both adapters
+(optax and ``torch.optim``) run it.
 
 One step at parameters ``theta`` with residual ``r``, Jacobian ``J`` and loss
 ``L = 1/2 ||r||^2``:
 
-1. ``state = solver.init(J, r, seed)``, then ``d = solver.solve(state, b, mu)`` with
+1. ``state = solver.init(J, r, seed)`` (for a sketched solver without a fixed ``rank``, at
+   the sketch size the previous steps chose), then ``d = solver.solve(state, b, mu)`` with
    ``b = r`` or, with momentum ``beta`` (SPRING), ``b = r - beta J phi`` and
    ``d <- d + beta phi``, ``phi`` the previous direction;
 2. a step size ``eta``: the best point of the grid ``2^0 .. 2^-(n-1)`` (one batched loss
    evaluation), Armijo backtracking, or ``eta = 1`` without a line search; a line search
    never accepts a point whose loss is not below ``L(theta)``;
-3. the update ``-lr eta d`` (``lr`` a scalar, a schedule value, or a per-parameter vector);
-4. the one non-finite policy: if ``r``, ``J``, ``d`` or the loss holds NaN/Inf the update
+3. with ``damping="adaptive"`` (the default) ``mu`` adapts, relative to the spectrum: it
+   starts at ``initial_damping`` times the largest eigenvalue ``lam_1`` of ``G`` and, with a
+   line search, falls tenfold after every step whose accepted step size is at least ``1/8``
+   and rises fourfold when it was below ``1/32`` (down to ``100 eps lam_1``: the
+   natural-gradient regime, where the line search sets the length); without one it follows
+   Nielsen's rule on the gain ratio ``rho = (L(theta) - L(theta - d)) / (slope -
+   curvature / 2)`` (Levenberg–Marquardt). A trial that finds no lower loss is re-solved
+   with ``mu`` raised by Nielsen's factor from the same factorization or sketch. A sketch
+   without a fixed rank doubles while it misses curvature along the step or the damping is
+   below the smallest eigenvalue it resolves, and halves when far larger than ``d_eff``;
+4. the update ``-lr eta d`` (``lr`` a scalar, a schedule value, or a per-parameter vector);
+5. the one non-finite policy: if ``r``, ``J``, ``d`` or the loss holds NaN/Inf the update
    is zero (the parameters stay as they are), ``skipped`` counts it and the status is
-   ``NONFINITE``; eagerly a :class:`StepWarning` says so.
+   ``NONFINITE``; eagerly a :class:`StepWarning` says so. A run whose loss has not improved
+   for ``stall_window`` steps gets the status ``STALLED`` (``DIVERGED`` when it rose far above
+   its best) and, eagerly, one warning with the damping, rank and effective dimension.
 
-Everything is array-API code that traces under ``jax.jit`` (loops are ``_dispatch`` loops).
+Everything is array-API code that traces under ``jax.jit`` (loops and branches are
+``_dispatch`` loops, the sketch sizes a ``lax.switch`` over a fixed ladder).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +46,11 @@ from typing import Any, NamedTuple
 from . import _dispatch
 from ._direction import METHODS, check_momentum
 from ._linesearch import LINE_SEARCHES, armijo_line_search, grid_line_search
+from ._lowrank import LowRankPSD
+from ._memory import DEFAULT_BUDGET, estimate_memory
 from ._operator import LinearOperator, aslinearoperator
-from ._solver_base import DirectionInfo, DirectionSolver
+from ._sketched import _Sketched
+from ._solver_base import DirectionInfo, DirectionSolver, SketchState
 from ._solvers import make_solver, solver_options
 from ._status import Status, status_message
 from ._validation import check_int, check_nonnegative
@@ -56,11 +76,37 @@ OPTIMIZERS = {
     "nystrom-pcg": "nystrom-pcg",
     "spring": "woodbury",
 }
-_STEP_OPTIONS = ("damping", "line_search", "learning_rate", "grid_size", "armijo_c", "momentum")
+_STEP_OPTIONS = (
+    "damping",
+    "initial_damping",
+    "line_search",
+    "learning_rate",
+    "grid_size",
+    "armijo_c",
+    "momentum",
+    "max_trials",
+    "stall_window",
+)
+#: The first sketch size of an adaptive rank, and the smallest.
+START_RANK = 100
+MIN_RANK = 25
+#: Adaptive damping: mu stays within [MU_FLOOR eps, MU_CEIL] times the largest eigenvalue.
+MU_FLOOR = 100.0
+MU_CEIL = 1e8
+#: With a line search, mu falls while the accepted step size is at least SHORT_STEP and
+#: rises when it is below TINY_STEP.
+SHORT_STEP = 1.0 / 8.0
+TINY_STEP = 1.0 / 32.0
+#: ... by these factors.
+DOWN = 10.0
+UP = 4.0
+#: A run whose loss rose above DIVERGE_FACTOR times its best is reported as diverged.
+DIVERGE_FACTOR = 1e4
 
 
 class StepWarning(RuntimeWarning):
-    """A natural-gradient step was not taken (non-finite values); see the message."""
+    """A natural-gradient step was not taken (non-finite values), or the run has stalled
+    or diverged; see the message."""
 
 
 class StepState(NamedTuple):
@@ -83,6 +129,19 @@ class StepState(NamedTuple):
         Steps not taken because of NaN/Inf.
     status : int32 array
         :class:`Status` of the last step.
+    damping : array
+        The damping ``mu`` for the next step (adaptive; ``0`` before the first), or the fixed
+        one.
+    nu : array
+        Nielsen's growth factor of ``mu`` after rejected trials.
+    rank : int32 array
+        The sketch size for the next step (sketched solvers; ``0`` before the first).
+    best_loss : array
+        The lowest loss seen (``inf`` before the first step).
+    since_best : int32 array
+        Steps since the loss last improved on ``best_loss`` (by a relative ``1e-4``).
+    warned : int32 array
+        ``1`` once the stall or divergence warning of the current episode was given.
     """
 
     steps: Array
@@ -91,6 +150,12 @@ class StepState(NamedTuple):
     previous: Array
     skipped: Array
     status: Array
+    damping: Array
+    nu: Array
+    rank: Array
+    best_loss: Array
+    since_best: Array
+    warned: Array
 
 
 class StepInfo(NamedTuple):
@@ -99,19 +164,23 @@ class StepInfo(NamedTuple):
     Attributes
     ----------
     status : Status or int32 array
-        ``SUCCESS`` (taken), ``NO_DECREASE`` (the line search found no lower loss: not
-        taken) or ``NONFINITE`` (not taken).
+        ``SUCCESS`` (taken), ``NO_DECREASE`` (no trial found a lower loss: not taken),
+        ``NONFINITE`` (not taken), or ``STALLED`` / ``DIVERGED`` for the run.
     loss : array
         Loss before the step.
     new_loss : array
-        Loss at the accepted point by the line search (``nan`` without one, ``loss`` when
-        the step was not taken).
+        Loss at the accepted point (``nan`` without a line search and a fixed damping,
+        ``loss`` when the step was not taken).
     step_size : array
         ``eta``.
     damping : float or array
-        ``mu`` used.
+        ``mu`` used by the accepted (or last) trial.
     direction : DirectionInfo
-        The solver's record (method, rank, effective dimension, its own status...).
+        The solver's record of the first trial (method, effective dimension, its status...).
+    rank : int or array or None
+        The sketch size (sketched solvers).
+    trials : int or array
+        Solves made (more than one when a trial found no lower loss).
     """
 
     status: Any
@@ -120,6 +189,23 @@ class StepInfo(NamedTuple):
     step_size: Array
     damping: Any
     direction: DirectionInfo
+    rank: Any = None
+    trials: Any = 1
+
+
+class _Trial(NamedTuple):
+    """One solve and line search at a damping (arrays only: it is a loop carry)."""
+
+    d: Array
+    eta: Array
+    new_loss: Array
+    full: Array  # the loss of the full step eta = 1
+    taken: Array
+    finite: Array
+    slope: Array
+    curvature: Array  # ||J d||^2
+    model_curvature: Array  # d^T G_hat d of the solver's model
+    mu_eff: Array
 
 
 @dataclass(frozen=True)
@@ -134,23 +220,36 @@ class StepEngine:
     ----------
     solver : DirectionSolver
         :class:`Nystrom` (SNGD), :class:`Dense` (ENGD), :class:`Woodbury`,
-        :class:`NystromPCG`, :class:`KernelNystrom`, :class:`SVD` or :class:`Auto`.
-    damping : float
-        ``mu >= 0`` (``> 0`` where the solver needs it).
+        :class:`NystromPCG`, :class:`KernelNystrom`, :class:`SVD` or :class:`Auto`. A
+        sketched solver without a ``rank`` gets an adaptive one: the sketch size doubles
+        while the damping the step wants is below the smallest eigenvalue the sketch
+        resolves (``lam_l``; the unsketched part of the gradient would be scaled by
+        ``1/mu``) and halves when the effective dimension ``d_eff(mu)`` falls below an
+        eighth of it, between ``25`` and ``min(N, P)`` (and what fits 2 GiB), from ``100``.
+    damping : float or "adaptive"
+        ``"adaptive"`` (default): Levenberg–Marquardt damping, relative to the spectrum
+        (module docs); a float: that fixed ``mu >= 0`` (``> 0`` where the solver needs it),
+        which turns the adaptation off.
+    initial_damping : float
+        ``tau``: the adaptive damping starts at ``tau lam_1`` (Marquardt, Nielsen).
     line_search : {"grid", "armijo", None}
         ENGD's grid (``grid_size`` points in one batched evaluation), Armijo backtracking
         from ``eta = 1`` (constant ``armijo_c``), or none (``eta = 1``).
     learning_rate : float
         ``lr >= 0`` multiplying the line search's step: the update is ``-lr eta d``
         (:meth:`step` can override it per step: a schedule, per-parameter rates).
-    grid_size : int
-    armijo_c : float
+    grid_size, armijo_c : int, float
     momentum : float
         SPRING's ``beta`` in ``[0, 1)`` (``0``: none).
+    max_trials : int
+        Solves per step with an adaptive damping (a trial that finds no lower loss is
+        re-solved with ``mu`` raised by Nielsen's factor).
+    stall_window : int
+        Steps without improvement after which the run is reported as stalled.
 
     Examples
     --------
-    A linear least-squares problem solved by one damped Gauss–Newton step:
+    A linear least-squares problem solved by one Gauss–Newton step:
 
     >>> import numpy as np
     >>> import sketchlinalg as sl
@@ -164,12 +263,15 @@ class StepEngine:
     """
 
     solver: DirectionSolver
-    damping: float = 0.0
+    damping: float | str = "adaptive"
+    initial_damping: float = 1e-3
     line_search: str | None = "grid"
     learning_rate: float = 1.0
     grid_size: int = 31
     armijo_c: float = 1e-4
     momentum: float = 0.0
+    max_trials: int = 4
+    stall_window: int = 100
 
     def __post_init__(self) -> None:
         if not isinstance(self.solver, DirectionSolver):
@@ -177,7 +279,13 @@ class StepEngine:
                 "solver must be a DirectionSolver (sketchlinalg.Nystrom(), Dense(), ...), got "
                 f"{type(self.solver).__name__}"
             )
-        object.__setattr__(self, "damping", self.solver.check_damping(self.damping))
+        if isinstance(self.damping, str):
+            if self.damping != "adaptive":
+                raise ValueError(f"damping must be 'adaptive' or a number, got {self.damping!r}")
+        else:
+            object.__setattr__(self, "damping", self.solver.check_damping(self.damping))
+        tau = check_nonnegative(self.initial_damping, "initial_damping", strict=True)
+        object.__setattr__(self, "initial_damping", tau)
         if self.line_search not in LINE_SEARCHES:
             raise ValueError(
                 f"line_search must be one of {LINE_SEARCHES}, got {self.line_search!r}"
@@ -189,13 +297,18 @@ class StepEngine:
         if not c < 1:
             raise ValueError(f"armijo_c must be in (0, 1), got {c}")
         object.__setattr__(self, "momentum", check_momentum(self.momentum))
+        object.__setattr__(self, "max_trials", check_int(self.max_trials, "max_trials", low=1))
+        window = check_int(self.stall_window, "stall_window", low=1)
+        object.__setattr__(self, "stall_window", window)
 
     @classmethod
     def from_options(cls, method: str, **options: Any) -> StepEngine:
         """An engine from a method name and a flat set of options (what the adapters'
         optimizers take): the solver's own options go to :func:`make_solver`, the step's
-        (``damping``, ``line_search``, ``grid_size``, ``armijo_c``, ``momentum``) to the
-        engine; any other raises ``TypeError`` naming the valid ones.
+        (``damping``, ``initial_damping``, ``line_search``, ``learning_rate``,
+        ``grid_size``, ``armijo_c``, ``momentum``, ``max_trials``, ``stall_window``) to the
+        engine; any other raises ``TypeError`` naming the valid ones. ``None`` values take
+        the defaults (except ``line_search=None``: no line search).
 
         Examples
         --------
@@ -203,6 +316,8 @@ class StepEngine:
         >>> engine = sl.StepEngine.from_options("nystrom", rank=50, damping=1e-6)
         >>> type(engine.solver).__name__, engine.solver.rank, engine.line_search
         ('Nystrom', 50, 'grid')
+        >>> sl.StepEngine.from_options("nystrom").damping  # no rank, no damping: adaptive
+        'adaptive'
         """
         own = set(solver_options(method)) if method in METHODS else set()
         unknown = sorted(k for k in options if k not in own and k not in _STEP_OPTIONS)
@@ -212,22 +327,55 @@ class StepEngine:
                 f"{sorted(own | set(_STEP_OPTIONS))}"
             )
         solver = make_solver(method, **{k: v for k, v in options.items() if k in own})
-        return cls(solver, **{k: v for k, v in options.items() if k in _STEP_OPTIONS})
+        step = {
+            k: v
+            for k, v in options.items()
+            if k in _STEP_OPTIONS and (v is not None or k == "line_search")
+        }
+        return cls(solver, **step)
+
+    @property
+    def adaptive_damping(self) -> bool:
+        """Whether the damping follows the gain ratio (``damping="adaptive"``)."""
+        return isinstance(self.damping, str)
+
+    @property
+    def adaptive_rank(self) -> bool:
+        """Whether the sketch size adapts (a sketched solver without a ``rank``)."""
+        return isinstance(self.solver, _Sketched) and self.solver.rank is None
 
     @property
     def needs_trial_loss(self) -> bool:
-        """Whether :meth:`step` evaluates the loss at trial points (a line search)."""
-        return self.line_search is not None
+        """Whether :meth:`step` evaluates the loss at trial points (a line search, or the
+        gain ratio of an adaptive damping)."""
+        return self.line_search is not None or self.adaptive_damping
 
     def init(self, params: Array) -> StepState:
         """The state before the first step, for flat parameters ``params`` of shape (P,)."""
         xp = _dispatch.namespace(params)
         if params.ndim != 1:
             raise ValueError(f"params must be flat, of shape (P,), got {tuple(params.shape)}")
-        zero = xp.zeros((), dtype=params.dtype, device=_dispatch.device_of(params))
-        izero = xp.zeros((), dtype=xp.int32, device=_dispatch.device_of(params))
-        return StepState(izero, zero, zero, xp.zeros_like(params), izero, izero)
+        # derived from params, so the state sits where they do (a JAX array created with an
+        # explicit device would be committed to it, and jit would compile a second time)
+        zero = 0.0 * xp.sum(params[:0])
+        izero = xp.astype(zero, xp.int32)
+        mu = zero if isinstance(self.damping, str) else zero + float(self.damping)
+        return StepState(
+            steps=izero,
+            loss=zero,
+            step_size=zero,
+            previous=xp.zeros_like(params),
+            skipped=izero,
+            status=izero,
+            damping=mu,
+            nu=zero + 2.0,
+            rank=izero,
+            best_loss=zero + math.inf,
+            since_best=izero,
+            warned=izero,
+        )
 
+    # -- the step ----------------------------------------------------------------------
     def step(
         self,
         J: Array | LinearOperator,
@@ -249,7 +397,7 @@ class StepEngine:
         state : StepState
         trial_loss : callable, optional
             ``(etas, direction) -> losses``: the loss at ``theta - eta_k d`` for a 1-D
-            array of step sizes (needed by the line searches).
+            array of step sizes (needed by the line searches and the adaptive damping).
         seed : int, Sampler or JAX key
             This step's sketch randomness.
         learning_rate : float or array, optional
@@ -275,74 +423,336 @@ class StepEngine:
             raise ValueError(
                 f"the state belongs to {state.previous.shape[0]} parameters, J has {P} columns"
             )
-        if self.line_search is not None and trial_loss is None:
-            raise ValueError(f"line_search={self.line_search!r} needs trial_loss")
+        if self.needs_trial_loss and trial_loss is None:
+            raise ValueError(
+                f"line_search={self.line_search!r} with damping={self.damping!r} needs "
+                "trial_loss (the loss at trial points)"
+            )
         lr = self.learning_rate if learning_rate is None else _check_lr(learning_rate, P)
-        mu = self.damping
         loss0 = 0.5 * xp.sum(r * r)
         eager = not _dispatch.is_tracing(r, loss0, state.previous)
         if eager and not bool(xp.isfinite(loss0)):
-            return self._skip(xp, state, loss0, mu, Status.NONFINITE, "the residual")
+            return self._skip(xp, state, loss0)
 
-        solver_state = self.solver.init(J, r, seed=seed)
-        beta = self.momentum
-        if beta:
-            phi = state.previous
-            d, dinfo = self.solver.solve(solver_state, r - beta * J.matvec(phi), damping=mu)
-            d = d + beta * phi
+        ladder = self._ladder(J, xp) if self.adaptive_rank else None
+        setup, rank = self._setup(J, r, state, seed, ladder, eager)
+        solver = self.solver
+        eps = float(xp.finfo(r.dtype).eps)
+        if self.adaptive_damping:
+            scale = xp.maximum(solver.scale(setup), xp.asarray(eps, dtype=r.dtype))
+            lo, hi = MU_FLOOR * eps * scale, MU_CEIL * scale
+            mu = xp.where(state.damping > 0, state.damping, self.initial_damping * scale)
+            mu = xp.minimum(xp.maximum(mu, lo), hi)
+            nu = state.nu
         else:
-            d, dinfo = self.solver.solve(solver_state, damping=mu)
+            mu, nu = state.damping, state.nu
+        floor = solver.damping_floor(setup)
 
-        if self.line_search is None:
-            eta = xp.ones_like(loss0)
-            new_loss = xp.full_like(loss0, float("nan"))
-            ls_status: Any = Status.SUCCESS
-        else:
-
-            def losses(etas: Array) -> Array:
-                return trial_loss(etas, d)
-
-            if self.line_search == "grid":
-                res = grid_line_search(losses, loss0, num=self.grid_size)
+        def trial(mu: Any) -> tuple[_Trial, DirectionInfo]:
+            """Solve for ``max(mu, floor)`` and search the step size."""
+            mu_eff = xp.maximum(mu, floor) if self.adaptive_damping else mu
+            d, dinfo, slope, curvature, model = self._direction(J, r, setup, state, mu_eff)
+            finite = xp.all(xp.isfinite(d)) & xp.isfinite(loss0)
+            d = xp.where(finite, d, xp.zeros_like(d))  # the loss is evaluated at safe points
+            if self.line_search is None:
+                if self.adaptive_damping:  # pure Levenberg-Marquardt: judge the full step
+                    full = trial_loss(xp.ones((1,), dtype=r.dtype), d)[0]
+                    taken = (full < loss0) & (loss0 - full > 1e-4 * (slope - 0.5 * curvature))
+                else:
+                    full, taken = xp.full_like(loss0, math.nan), xp.asarray(True)
+                eta, new_loss = xp.ones_like(loss0), full
             else:
-                g = dinfo.gradient if dinfo.gradient is not None else J.rmatvec(r)
-                slope = xp.sum(g * d)
-                res = armijo_line_search(losses, loss0, slope, c=self.armijo_c)
-            eta, new_loss, ls_status = res.step_size, res.loss, res.status
+                res = self._search(trial_loss, d, loss0, slope)
+                eta, new_loss, full = res.step_size, res.loss, res.first_loss
+                taken = xp.asarray(res.status == Status.SUCCESS)
+            taken = taken & finite
+            trial_ = _Trial(d, eta, new_loss, full, taken, finite, slope, curvature, model, mu_eff)
+            return trial_, dinfo
 
-        finite = xp.all(xp.isfinite(d)) & xp.isfinite(loss0)
-        status = _combine(xp, finite, ls_status)
+        t, dinfo = trial(mu)
+        trials: Any = 1
+        if self.adaptive_damping and self.max_trials > 1:
+            # a trial that found no lower loss: raise mu (Nielsen's rejection) and re-solve
+            # the same factorization or sketch; the carry holds arrays only (jit)
+            def cond(c: tuple[Any, Any, Any, _Trial]) -> Any:
+                return (c[0] < self.max_trials) & ~c[3].taken & c[3].finite
+
+            def body(c: tuple[Any, Any, Any, _Trial]) -> tuple[Any, Any, Any, _Trial]:
+                mu = c[1] * c[2]
+                return c[0] + 1, mu, 2.0 * c[2], trial(mu)[0]
+
+            trials, mu, nu, t = _dispatch.while_loop(xp, cond, body, (xp.asarray(1), mu, nu, t))
+        if self.adaptive_damping:
+            mu_next, nu_next = self._update_damping(xp, mu, nu, t, loss0, lo, hi)
+        else:
+            mu_next, nu_next = mu, nu
+        d, eta, taken, finite, mu_eff = t.d, t.eta, t.taken, t.finite, t.mu_eff
+
+        status = _combine(xp, finite, taken, eager)
+        rank_next = (
+            self._next_rank(xp, ladder, rank, mu_next, floor, setup, t) if ladder is not None else 0
+        )
+        best, since, status, warned = self._watch(xp, state, loss0, status)
         device = _dispatch.device_of(loss0)
-        # one 0-d boolean array drives every masked update (eagerly too: torch.where wants
-        # a tensor condition)
-        taken = xp.asarray(status == Status.SUCCESS, device=device)
-        finite = xp.asarray(finite, device=device)
+        taken_a = xp.asarray(taken, device=device)
         step = -(lr * eta) * d
         new_state = StepState(
             steps=state.steps + 1,
             loss=loss0,
-            step_size=xp.where(taken, eta, xp.zeros_like(eta)),
-            previous=xp.where(finite, d, state.previous),
-            skipped=state.skipped + xp.astype(~finite, xp.int32),
+            step_size=xp.where(taken_a, eta, xp.zeros_like(eta)),
+            previous=xp.where(xp.asarray(finite, device=device), d, state.previous),
+            skipped=state.skipped + xp.astype(~xp.asarray(finite, device=device), xp.int32),
             status=xp.asarray(int(status) if eager else status, dtype=xp.int32, device=device),
+            damping=xp.asarray(mu_next, dtype=loss0.dtype, device=device),
+            nu=xp.asarray(nu_next, dtype=loss0.dtype, device=device),
+            rank=xp.asarray(rank_next, dtype=xp.int32, device=device),
+            best_loss=best,
+            since_best=since,
+            warned=warned,
         )
-        if eager and status is Status.NONFINITE:
-            _warn("the direction or the loss", dinfo.message)
-        info = StepInfo(status, loss0, xp.where(taken, new_loss, loss0), eta, mu, dinfo)
-        return xp.where(taken, step, xp.zeros_like(step)), new_state, info
-
-    def _skip(
-        self, xp: Any, state: StepState, loss0: Array, mu: Any, status: Status, what: str
-    ) -> tuple[Array, StepState, StepInfo]:
-        _warn(what, "")
-        zero = xp.zeros_like(loss0)
-        new_state = StepState(
-            state.steps + 1,
+        if eager:
+            status = Status(int(status))
+            if status is Status.NONFINITE:
+                _warn(
+                    f"natural-gradient step not taken: the direction or the loss holds "
+                    f"NaN/Inf ({dinfo.message})"
+                )
+            elif status in (Status.STALLED, Status.DIVERGED) and not int(state.warned):
+                _warn(self._stall_message(status, loss0, best, mu_eff, rank, dinfo, setup))
+        info = StepInfo(
+            status,
             loss0,
-            zero,
-            state.previous,
-            state.skipped + 1,
-            xp.asarray(int(status), dtype=xp.int32, device=_dispatch.device_of(loss0)),
+            xp.where(taken_a, t.new_loss, loss0),
+            eta,
+            mu_eff,
+            dinfo,
+            rank if ladder is not None else getattr(self.solver, "rank", None),
+            trials,
+        )
+        return xp.where(taken_a, step, xp.zeros_like(step)), new_state, info
+
+    # -- pieces ------------------------------------------------------------------------
+    def _direction(
+        self, J: LinearOperator, r: Array, setup: Any, state: StepState, mu: Any
+    ) -> tuple[Array, DirectionInfo, Any, Any, Any]:
+        """The direction for ``mu``, its slope ``d^T J^T r`` and curvature ``||J d||^2``, and
+        the curvature of the solver's model ``d^T G_hat d``.
+
+        A sketch's model misses the curvature outside its range, so where the damping or
+        the rank adapts the true curvature is measured (one product with ``J``): the gain
+        ratio then judges the damping alone, and their ratio judges the sketch size.
+        """
+        xp = J.xp
+        beta = self.momentum
+        if beta:
+            phi = state.previous
+            d, dinfo = self.solver.solve(setup, r - beta * J.matvec(phi), damping=mu)
+            d = d + beta * phi
+        else:
+            d, dinfo = self.solver.solve(setup, damping=mu)
+        model = dinfo.curvature
+        exact = not isinstance(self.solver, _Sketched) or self.solver.method == "nystrom-pcg"
+        if beta or (not exact and (self.adaptive_damping or self.adaptive_rank)):
+            Jd = J.matvec(d)  # one more product: the true model of the step
+            model = model if not beta else xp.sum(Jd * Jd)
+            return d, dinfo, xp.sum(r * Jd), xp.sum(Jd * Jd), model
+        return d, dinfo, dinfo.slope, dinfo.curvature, model
+
+    def _search(self, trial_loss: Any, d: Array, loss0: Array, slope: Any) -> Any:
+        def losses(etas: Array) -> Array:
+            return trial_loss(etas, d)
+
+        if self.line_search == "grid":
+            return grid_line_search(losses, loss0, num=self.grid_size)
+        return armijo_line_search(losses, loss0, slope, c=self.armijo_c)
+
+    def _update_damping(
+        self, xp: Any, mu: Any, nu: Any, t: _Trial, loss0: Any, lo: Any, hi: Any
+    ) -> tuple[Any, Any]:
+        """The damping for the next step, from how this one went.
+
+        Without a line search, Nielsen's rule on the gain ratio ``rho`` of the full step
+        (the classic Levenberg–Marquardt). With one, the line search sets the step length
+        and the damping only keeps the direction trustworthy, so it goes as low as the
+        steps allow (the natural-gradient regime): ``mu / 10`` while the accepted step size
+        is at least ``1/8``, ``4 mu`` when the search had to cut below ``1/32`` (the
+        direction is poor), else unchanged. A step with no decrease at all raises ``mu`` by
+        ``nu`` (doubled each time).
+        """
+        pred = t.slope - 0.5 * t.curvature
+        safe = xp.where(pred > 0, pred, xp.ones_like(pred))
+        rho = xp.where(pred > 0, (loss0 - t.full) / safe, xp.full_like(pred, -1.0))
+        rho = xp.where(xp.isfinite(rho), rho, xp.full_like(rho, -1.0))
+        one = xp.ones_like(nu)
+        if self.line_search is None:
+            factor = xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        else:
+            factor = xp.where(
+                t.eta >= SHORT_STEP, one / DOWN, xp.where(t.eta < TINY_STEP, UP * one, one)
+            )
+        factor = xp.where(t.taken, factor, nu)
+        nu_next = xp.where(t.taken, 2.0 * one, 2.0 * nu)
+        return xp.minimum(xp.maximum(mu * factor, lo), hi), xp.minimum(nu_next, 2.0**20)
+
+    def _ladder(self, J: LinearOperator, xp: Any) -> list[int]:
+        """The sketch sizes an adaptive rank moves on: 25, 50, 100, ... up to ``min(N, P)``,
+        what fits the default memory budget and, for an explicit ``J``, what costs at most
+        twice an exact solve (flops of :func:`choose_method`'s model: beyond that an exact
+        method is the cheaper way to the same accuracy)."""
+        N, P = J.shape
+        dim = min(N, P)
+        itemsize = 4 if J.dtype == xp.float32 else 8
+        path = "array" if J.is_materialized else "matrix-free"
+        method = "kernel-nystrom" if self.solver.method == "kernel-nystrom" else "nystrom"
+        exact = min(N * N * P + N**3 / 3, N * P * P + P**3 / 3)
+        sizes: list[int] = []
+        l = MIN_RANK
+        while True:
+            size = min(l, dim)
+            est = estimate_memory(
+                method, N, P, rank=size, jacobian=path, itemsize=itemsize,
+                memory_budget=DEFAULT_BUDGET,
+            )  # fmt: skip
+            flops = 4.0 * N * P * size + 12.0 * (N if method == "kernel-nystrom" else P) * size**2
+            if sizes and (not est.fits or (J.is_materialized and flops > 2.0 * exact)):
+                break
+            sizes.append(size)
+            if size >= dim:
+                break
+            l *= 2
+        return sizes
+
+    def _setup(
+        self, J: LinearOperator, r: Array, state: StepState, seed: Any, ladder: Any, eager: bool
+    ) -> tuple[Any, Any]:
+        """The solver's set-up, at the sketch size of the state on an adaptive ladder."""
+        if ladder is None:
+            return self.solver.init(J, r, seed=seed), None
+        xp = J.xp
+        start = min(range(len(ladder)), key=lambda i: abs(ladder[i] - START_RANK))
+        rank_arr = xp.asarray(state.rank)
+        if eager:
+            rank = int(rank_arr) if int(rank_arr) > 0 else ladder[start]
+            index = min(range(len(ladder)), key=lambda i: abs(ladder[i] - rank))
+            solver = self._sized(ladder[index])
+            return solver.init(J, r, seed=seed), ladder[index]
+        # traced: every size is compiled, one runs; the states are padded to the largest
+        top = ladder[-1]
+        ladder_a = xp.asarray(ladder, dtype=xp.int32)
+        rank = xp.where(rank_arr > 0, rank_arr, xp.asarray(ladder[start], dtype=xp.int32))
+        index = xp.argmin(xp.abs(ladder_a - rank))
+
+        def branch(size: int) -> Callable[[], tuple[Any, ...]]:
+            def run() -> tuple[Any, ...]:
+                s = self._sized(size).init(J, r, seed=seed)
+                U, lam = s.approx.eigenvectors, s.approx.eigenvalues
+                pad = top - lam.shape[0]
+                U = xp.concat([U, xp.zeros((U.shape[0], pad), dtype=U.dtype)], axis=1)
+                lam = xp.concat([lam, xp.zeros((pad,), dtype=lam.dtype)])
+                g = s.gradient if s.gradient is not None else xp.zeros((0,), dtype=lam.dtype)
+                err = (
+                    xp.zeros((), dtype=lam.dtype)
+                    if s.error_estimate is None
+                    else (s.error_estimate)
+                )
+                return U, lam, g, xp.asarray(s.finite), xp.asarray(s.saturated), err
+
+            return run
+
+        U, lam, g, finite, saturated, err = _dispatch.switch(
+            xp, index, [branch(size) for size in ladder]
+        )
+        approx = LowRankPSD(U, lam, core="eigh")
+        gradient = g if self.solver.computes_gradient else None
+        err = err if getattr(self.solver, "error_power_iters", 0) else None
+        setup = SketchState(J, approx, r, gradient, err, finite, saturated)
+        return setup, xp.take(ladder_a, xp.reshape(index, (1,)))[0]
+
+    def _sized(self, rank: int) -> _Sketched:
+        """The sketched solver at a sketch size of the ladder."""
+        assert isinstance(self.solver, _Sketched)
+        return dataclasses.replace(self.solver, rank=rank)
+
+    def _next_rank(
+        self, xp: Any, ladder: list[int], rank: Any, mu: Any, floor: Any, setup: Any, t: _Trial
+    ) -> Any:
+        """Double the sketch while it misses curvature along the step (``||J d||^2`` over
+        twice the model's ``d^T G_hat d``) or the damping the step wants is below what it
+        resolves (``mu < lam_l``); halve it while ``d_eff(mu)`` is under an eighth of it and
+        the model is faithful."""
+        ladder_a = xp.asarray(ladder, dtype=xp.int32)
+        rank_a = xp.asarray(rank, dtype=xp.int32)
+        index = xp.argmin(xp.abs(ladder_a - rank_a))
+        deff = setup.approx.effective_dimension(t.mu_eff)
+        ratio = t.curvature / xp.where(t.model_curvature > 0, t.model_curvature, 1.0)
+        saturated = xp.asarray(setup.saturated)
+        grow = ~saturated & (((mu < floor) & (floor > 0)) | (ratio > 2.0))
+        shrink = ~grow & (8.0 * deff < xp.astype(rank_a, deff.dtype)) & (ratio < 1.25)
+        index = xp.where(grow, xp.minimum(index + 1, len(ladder) - 1), index)
+        index = xp.where(shrink, xp.maximum(index - 1, 0), index)
+        return xp.take(ladder_a, xp.reshape(index, (1,)))[0]
+
+    def _watch(self, xp: Any, state: StepState, loss0: Any, status: Any) -> tuple[Any, ...]:
+        """Best loss, steps since it improved, and the run's status (stalled, diverged)."""
+        improved = loss0 < state.best_loss * (1.0 - 1e-4)
+        best = xp.where(improved, loss0, state.best_loss)
+        best = xp.where(xp.isfinite(loss0), best, state.best_loss)
+        since = xp.where(improved, xp.zeros_like(state.since_best), state.since_best + 1)
+        stalled = since >= self.stall_window
+        diverged = xp.isfinite(best) & (loss0 > DIVERGE_FACTOR * best)
+        code = xp.asarray(status, dtype=xp.int32)
+        ok = code != int(Status.NONFINITE)
+        code = xp.where(ok & stalled, xp.asarray(int(Status.STALLED), dtype=xp.int32), code)
+        code = xp.where(ok & diverged, xp.asarray(int(Status.DIVERGED), dtype=xp.int32), code)
+        trouble = (code == int(Status.STALLED)) | (code == int(Status.DIVERGED))
+        warned = xp.where(trouble, xp.ones_like(state.warned), xp.zeros_like(state.warned))
+        if not _dispatch.is_tracing(code):
+            code = Status(int(code))
+        return best, since, code, warned
+
+    def _stall_message(
+        self, status: Status, loss0: Any, best: Any, mu: Any, rank: Any, dinfo: Any, setup: Any
+    ) -> str:
+        what = (
+            f"the loss has not improved for {self.stall_window} steps"
+            if status is Status.STALLED
+            else f"the loss rose to {float(loss0):.3e}, more than {DIVERGE_FACTOR:g} times its best"
+        )
+        scale = float(self.solver.scale(setup))
+        deff = dinfo.effective_dimension
+        parts = [
+            f"natural-gradient run {status.name.lower()}: {what} (best {float(best):.3e}, now "
+            f"{float(loss0):.3e})",
+            f"damping {float(mu):.2e} ({float(mu) / scale:.1e} of the largest eigenvalue "
+            f"{scale:.2e}, {'adaptive' if self.adaptive_damping else 'fixed'})",
+        ]
+        if rank is not None:
+            parts.append(f"rank {int(rank)}")
+        if deff is not None:
+            parts.append(f"effective dimension {float(deff):.0f}")
+        hint = (
+            "try damping='adaptive' and no fixed rank"
+            if not self.adaptive_damping
+            else "try more collocation points, a wider network or float64; a sketched method "
+            "at its largest rank may need an exact one (engd-woodbury)"
+        )
+        return "; ".join(parts) + f". {hint}"
+
+    def _skip(self, xp: Any, state: StepState, loss0: Array) -> tuple[Array, StepState, StepInfo]:
+        _warn(
+            "natural-gradient step not taken: the residual holds NaN/Inf, so the parameters "
+            f"were left unchanged ({status_message(Status.NONFINITE)})"
+        )
+        zero = xp.zeros_like(loss0)
+        status = xp.asarray(
+            int(Status.NONFINITE), dtype=xp.int32, device=_dispatch.device_of(loss0)
+        )
+        new_state = state._replace(
+            steps=state.steps + 1,
+            loss=loss0,
+            step_size=zero,
+            skipped=state.skipped + 1,
+            status=status,
         )
         dinfo = DirectionInfo(
             self.solver.method,
@@ -351,23 +761,22 @@ class StepEngine:
             None,
             None,
             False,
-            f"not solved: {what} is not finite",
+            "not solved: the residual is not finite",
             None,
-            status,
+            Status.NONFINITE,
         )
-        return (
-            xp.zeros_like(state.previous),
-            new_state,
-            StepInfo(status, loss0, loss0, zero, mu, dinfo),
-        )
+        info = StepInfo(Status.NONFINITE, loss0, loss0, zero, state.damping, dinfo)
+        return xp.zeros_like(state.previous), new_state, info
 
 
-def _combine(xp: Any, finite: Any, ls_status: Any) -> Any:
-    """The step's status: NONFINITE before the line search's verdict."""
-    if _dispatch.is_tracing(finite) or _dispatch.is_tracing(ls_status):
-        ls = xp.asarray(ls_status, dtype=xp.int32)
-        return xp.where(finite, ls, xp.asarray(3, dtype=xp.int32))
-    return Status(int(ls_status)) if bool(finite) else Status.NONFINITE
+def _combine(xp: Any, finite: Any, taken: Any, eager: bool) -> Any:
+    """The step's status: NONFINITE, else SUCCESS when taken, else NO_DECREASE."""
+    code = xp.where(
+        finite,
+        xp.where(taken, xp.asarray(0, dtype=xp.int32), xp.asarray(6, dtype=xp.int32)),
+        xp.asarray(3, dtype=xp.int32),
+    )
+    return Status(int(code)) if eager else code
 
 
 def _check_lr(lr: Any, P: int) -> Any:
@@ -378,13 +787,8 @@ def _check_lr(lr: Any, P: int) -> Any:
     return check_nonnegative(lr, "learning_rate")
 
 
-def _warn(what: str, detail: str) -> None:
-    warnings.warn(
-        f"natural-gradient step not taken: {what} holds NaN/Inf, so the parameters were "
-        f"left unchanged ({status_message(Status.NONFINITE)})" + (f"; {detail}" if detail else ""),
-        StepWarning,
-        stacklevel=3,
-    )
+def _warn(message: str) -> None:
+    warnings.warn(message, StepWarning, stacklevel=4)
 
 
 def check_system(

@@ -265,3 +265,27 @@ def test_the_jacobian_path_is_the_cores_choice_in_both():
         assert sl.jacobian_path(N, P, memory_budget=budget) == path
         assert jr.system(jr.params, memory_budget=budget).path == path
         assert tr.system(None, memory_budget=budget).path == path
+
+
+@pytest.mark.parametrize("name", ["engd-woodbury", "spring"])
+def test_the_adaptive_defaults_agree_too(name):
+    """No damping given: the damping starts relative to the spectrum and adapts, in the core,
+    so both frameworks take the same steps and reach the same damping."""
+    factories = {
+        "engd-woodbury": (
+            lambda s, r: slj.engd_woodbury(s, residual_fn=r),
+            lambda p, s, r: slt.ENGDWoodbury(p, s, residual_fn=r),
+        ),
+        "spring": (
+            lambda s, r: slj.spring(s, residual_fn=r),
+            lambda p, s, r: slt.SPRING(p, s, residual_fn=r),
+        ),
+    }
+    mj, mt = factories[name]
+    w = _weights()
+    jr, tr = JaxRun(mj, w), TorchRun(mt, w)
+    for _ in range(4):
+        _assert_same(jr.step(), tr.step(), 1e-8)
+    mu_j = float(jr.state.damping)
+    mu_t = float(tr.opt.state[tr.net[0].weight]["damping"])
+    assert mu_j == pytest.approx(mu_t, rel=1e-8) and mu_j > 0

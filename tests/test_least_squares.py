@@ -431,3 +431,32 @@ def test_jax_pytree_convenience():
         jax_least_squares(fun, {**x0, "amp": jnp.asarray(jnp.nan)})
     with pytest.raises(ValueError, match="jacobian"):
         jax_least_squares(fun, x0, jacobian="jacfwd")
+
+
+def test_result_speaks_the_status_vocabulary():
+    fun, jac, x0 = PROBLEMS["exp-fit"]
+    assert sl.least_squares(fun, x0, jac=jac).result is sl.Status.SUCCESS
+    capped = sl.least_squares(fun, x0, jac=jac, max_nfev=2)
+    assert capped.status == 0 and capped.result is sl.Status.MAX_ITERATIONS
+
+
+def test_nonfinite_jacobian_at_the_final_point_is_not_success():
+    """x converges (xtol) to a point where the Jacobian is NaN: status -3, not success."""
+
+    def fun(x):
+        return np.array([x[0] - 1.0, 1e-3 * x[1]])
+
+    def jac(x):
+        J = np.array([[1.0, 0.0], [0.0, 1e-3]])
+        return J if abs(x[0] - 1.0) > 1e-12 else J * np.nan
+
+    res = sl.least_squares(fun, np.array([3.0, 1.0]), jac=jac, x_scale=1.0)
+    assert res.status == -3 and not res.success and res.result is sl.Status.NONFINITE
+
+
+def test_x_scale_array_on_numpy():
+    fun, jac, x0 = PROBLEMS["exp-fit"]
+    ref = scipy_optimize.least_squares(fun, x0, jac=jac, method="lm", **TIGHT)
+    res = sl.least_squares(fun, x0, jac=jac, x_scale=np.array([1.0, 2.0, 0.5]), **TIGHT)
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)

@@ -108,7 +108,17 @@ def test_predicted_decrease_is_the_decrease_of_the_model(backend64, name):
     dn = backend64.to_numpy(d)
     model = dn @ (J.T @ r) - 0.5 * np.sum((J @ dn) ** 2)
     np.testing.assert_allclose(float(backend64.to_numpy(info.predicted_decrease)), model, rtol=1e-9)
-    assert float(backend64.to_numpy(info.gram_scale)) > 0
+    slope, curvature = dn @ (J.T @ r), np.sum((J @ dn) ** 2)
+    np.testing.assert_allclose(float(backend64.to_numpy(info.slope)), slope, rtol=1e-9)
+    np.testing.assert_allclose(float(backend64.to_numpy(info.curvature)), curvature, rtol=1e-8)
+    # the scale the damping is relative to: the largest eigenvalue of G, within power-iteration
+    # accuracy where it is estimated
+    top = np.linalg.eigvalsh(J.T @ J)[-1]
+    assert (
+        0.9 * top
+        <= float(backend64.to_numpy(solver.scale(solver.init(backend64.asarray(J)))))
+        <= 1.0000001 * top
+    )
 
 
 def test_low_rank_model_decrease_uses_the_sketch():

@@ -205,3 +205,169 @@ def test_engine_traces_under_jit_like_eager():
         traced = jax.jit(step)(theta, engine.init(theta), key)
         np.testing.assert_allclose(np.asarray(traced[0]), np.asarray(eager[0]), rtol=1e-9)
         assert int(traced[1].status) == int(eager[1].status) == 0
+
+
+# -- the adaptive damping and rank -------------------------------------------------------------
+
+
+def _curve_fit(backend, seed=0, n=40):
+    """Fit ``a exp(-b t) + c``: a small nonlinear least-squares problem, its residual and
+    Jacobian as functions of the parameters, and a batched trial loss."""
+    xp = backend.xp
+    t = backend.asarray(np.linspace(0.0, 3.0, n))
+    y = 2.0 * xp.exp(-1.3 * t) + 0.5
+
+    def residual(p):
+        return p[0] * xp.exp(-p[1] * t) + p[2] - y
+
+    def jacobian(p):
+        e = xp.exp(-p[1] * t)
+        return xp.stack([e, -p[0] * t * e, xp.ones_like(t)], axis=1)
+
+    def trial(theta):
+        def losses(etas, d):
+            return xp.stack([0.5 * xp.sum(residual(theta - eta * d) ** 2) for eta in etas])
+
+        return losses
+
+    return residual, jacobian, trial
+
+
+@pytest.mark.parametrize("line_search", ["grid", None])
+def test_adaptive_damping_starts_relative_to_the_spectrum_and_converges(backend64, line_search):
+    residual, jacobian, trial = _curve_fit(backend64)
+    engine = sl.StepEngine(sl.Dense(), line_search=line_search)  # damping="adaptive"
+    assert engine.adaptive_damping and engine.needs_trial_loss
+    theta = backend64.asarray(np.array([1.0, 1.0, 0.0]))
+    state = engine.init(theta)
+    J = jacobian(theta)
+    lam1 = np.linalg.eigvalsh(backend64.to_numpy(J).T @ backend64.to_numpy(J))[-1]
+    update, state, info = engine.step(J, residual(theta), state, trial_loss=trial(theta))
+    # the first trial's damping is tau lam_1 (tau = 1e-3)
+    assert float(backend64.to_numpy(info.damping)) == pytest.approx(1e-3 * lam1, rel=1e-6)
+    mus = [float(backend64.to_numpy(state.damping))]
+    theta = theta + update
+    for _ in range(30):
+        update, state, info = engine.step(
+            jacobian(theta), residual(theta), state, trial_loss=trial(theta)
+        )
+        theta = theta + update
+        mus.append(float(backend64.to_numpy(state.damping)))
+    np.testing.assert_allclose(backend64.to_numpy(theta), [2.0, 1.3, 0.5], rtol=1e-6)
+    eps = np.finfo(np.float64).eps
+    assert min(mus) < 1e-6 * lam1 and min(mus) >= 0.99 * 100 * eps * lam1 * 1e-3
+    assert info.status in (sl.Status.SUCCESS, sl.Status.NO_DECREASE)
+
+
+def test_no_decrease_raises_the_damping_from_the_same_setup(backend64):
+    """A trial whose loss goes up is re-solved with mu * nu (the sketch or factorization is
+    reused: J is touched once), up to max_trials, and the step is then not taken."""
+    A = backend64.asarray(np.random.default_rng(0).standard_normal((12, 5)))
+    y = backend64.asarray(np.ones(12))
+    theta = backend64.asarray(np.zeros(5))
+    engine = sl.StepEngine(sl.Dense(), line_search=None, max_trials=3)
+    calls = []
+
+    def uphill(etas, d):
+        calls.append(1)
+        return 1e6 + etas  # never below the loss
+
+    update, state, info = engine.step(A, A @ theta - y, engine.init(theta), trial_loss=uphill)
+    assert info.status is sl.Status.NO_DECREASE and np.all(backend64.to_numpy(update) == 0)
+    assert len(calls) == 3 and int(backend64.to_numpy(info.trials)) == 3
+    # trials at mu0, 2 mu0, 8 mu0 (Nielsen: nu = 2, 4, 8); the next step starts at 64 mu0
+    # with nu = 16
+    mu_last = float(backend64.to_numpy(info.damping))
+    assert float(backend64.to_numpy(state.damping)) == pytest.approx(8.0 * mu_last)
+    assert float(backend64.to_numpy(state.nu)) == 16.0
+
+
+def test_adaptive_rank_climbs_when_the_sketch_misses_curvature(backend64):
+    """A Gram matrix with a slowly decaying spectrum and a damping that falls: the sketch
+    grows from its first size and stays on its ladder (here 25 ... 200: beyond, a sketch
+    would cost more than twice an exact solve)."""
+    rng = np.random.default_rng(1)
+    N, P = 2000, 1000
+    U = np.linalg.qr(rng.standard_normal((N, P)))[0]
+    V = np.linalg.qr(rng.standard_normal((P, P)))[0]
+    A_np = (U * 0.99 ** np.arange(P)) @ V.T
+    A, y = backend64.asarray(A_np), backend64.asarray(rng.standard_normal(N))
+    engine = sl.StepEngine(sl.Nystrom(), line_search="grid")
+    assert engine.adaptive_rank
+    assert engine._ladder(sl.aslinearoperator(A), backend64.xp) == [25, 50, 100, 200]
+    theta = backend64.asarray(np.zeros(P))
+    state = engine.init(theta)
+    ranks = []
+    for seed in range(8):
+
+        def trial(etas, d, theta=theta):  # the exact loss of the linear problem
+            res = A @ (theta[:, None] - d[:, None] * etas[None, :]) - y[:, None]
+            return 0.5 * backend64.xp.sum(res * res, axis=0)
+
+        update, state, info = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=seed)
+        theta = theta + update
+        ranks.append(int(backend64.to_numpy(state.rank)))
+    assert max(ranks) == 200 and set(ranks) <= {25, 50, 100, 200}, ranks
+    assert info.rank in (100, 200)
+
+
+def test_stall_is_reported_once_with_what_was_tried():
+    A, y = np.eye(3), np.ones(3)
+    engine = sl.StepEngine(sl.Dense(), damping=1e-3, line_search=None, stall_window=3)
+    theta = np.zeros(3)
+    state = engine.init(theta)
+    warnings_seen = []
+    for _ in range(6):
+        with _capture(warnings_seen):
+            _, state, info = engine.step(A, A @ theta - y, state)  # theta never moves
+    stalled = [w for w in warnings_seen if "stalled" in str(w.message)]
+    assert len(stalled) == 1 and "damping 1.00e-03" in str(stalled[0].message)
+    assert info.status is sl.Status.STALLED and int(state.since_best) >= 3
+
+
+class _capture:
+    def __init__(self, sink):
+        self.sink = sink
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings(record=True)
+        self._log = self._cm.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc):
+        self.sink.extend(self._log)
+        return self._cm.__exit__(*exc)
+
+
+def test_adaptive_engine_traces_under_jit_like_eager():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(2)
+    A = jnp.asarray(rng.standard_normal((60, 80)) * 0.9 ** np.arange(80)[None, :])
+    y = jnp.asarray(rng.standard_normal(60))
+    for solver in (sl.Woodbury(), sl.Nystrom()):
+        engine = sl.StepEngine(solver, line_search="grid")
+
+        def step(theta, state, key, engine=engine):
+            def trial(etas, d):
+                res = (theta[None, :] - etas[:, None] * d[None, :]) @ A.T - y[None, :]
+                return 0.5 * jnp.sum(res * res, axis=1)
+
+            update, state, _ = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=key)
+            return update, state
+
+        theta = jnp.zeros(80)
+        state = engine.init(theta)
+        jitted = jax.jit(step)
+        for k in range(3):
+            key = jax.random.key(k)
+            eager = step(theta, state, key)
+            traced = jitted(theta, state, key)
+            np.testing.assert_allclose(np.asarray(traced[0]), np.asarray(eager[0]), rtol=1e-8)
+            for a, b in zip(eager[1], traced[1], strict=True):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8)
+            theta, state = theta + eager[0], eager[1]

@@ -267,7 +267,7 @@ def test_unnamed_parameters_are_keyed_by_position_and_closure_is_returned():
     def residual(p):
         return A @ p[0] - 1.0
 
-    opt = slt.ENGD([x], residual_fn=residual)
+    opt = slt.ENGD([x], residual_fn=residual, damping=0.0)
     assert opt.step(lambda: "closure value") == "closure value"
     ref = torch.linalg.lstsq(A, torch.ones(8, dtype=F64)).solution
     torch.testing.assert_close(x.detach(), ref, rtol=1e-10, atol=1e-12)  # one GN step: exact

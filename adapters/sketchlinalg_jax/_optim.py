@@ -32,27 +32,11 @@ LINE_SEARCHES = sl.LINE_SEARCHES
 
 
 class NGDState(NamedTuple):
-    """State of a natural-gradient transformation: a PRNG key and the core's
-    :class:`sketchlinalg.StepState` fields.
-
-    Attributes
-    ----------
-    key : jax.Array
-        PRNG key; split every step, the sub-key seeds that step's sketch.
-    steps : jax.Array
-        Steps attempted.
-    loss : jax.Array
-        ``1/2 ||r||^2`` at the parameters of the last update (before its step).
-    step_size : jax.Array
-        The last step size ``eta`` (``0``: the step was not taken).
-    previous : jax.Array
-        The last (flat) direction; the momentum term.
-    skipped : jax.Array
-        Steps not taken because of NaN/Inf (the parameters were left unchanged).
-    status : jax.Array
-        :class:`sketchlinalg.Status` of the last step (``SUCCESS``, ``NO_DECREASE`` or
-        ``NONFINITE``).
-    """
+    """State of a natural-gradient transformation: a PRNG key (split every step, the sub-key
+    seeds that step's sketch) followed by the fields of the core's
+    :class:`sketchlinalg.StepState` (``steps``, ``loss``, ``step_size``, ``previous``,
+    ``skipped``, ``status``, ``damping``, ``nu``, ``rank``, ``best_loss``, ``since_best``,
+    ``warned``), with their meaning."""
 
     key: jax.Array
     steps: jax.Array
@@ -61,6 +45,12 @@ class NGDState(NamedTuple):
     previous: jax.Array
     skipped: jax.Array
     status: jax.Array
+    damping: jax.Array
+    nu: jax.Array
+    rank: jax.Array
+    best_loss: jax.Array
+    since_best: jax.Array
+    warned: jax.Array
 
 
 def _check_seed(seed: Any) -> jax.Array:
@@ -156,44 +146,35 @@ def natural_gradient(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def sngd(
-    system_fn: SystemFn, *, damping: float, **kwargs: Any
-) -> optax.GradientTransformationExtraArgs:
-    """SNGD: ``d = (G_hat + mu I)^{-1} g`` with a Nystrom ``G_hat`` of rank ``rank`` (default
-    ``min(100, P)``) drawn afresh each step (Best Mckay et al., ICML 2025;
-    :class:`sketchlinalg.Nystrom`). See :func:`natural_gradient` for the keyword arguments."""
-    return natural_gradient(system_fn, method="nystrom", damping=damping, **kwargs)
+def sngd(system_fn: SystemFn, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    """SNGD: ``d = (G_hat + mu I)^{-1} g`` with a fresh Nystrom ``G_hat`` each step (Best
+    Mckay et al., ICML 2025; :class:`sketchlinalg.Nystrom`). Without ``rank`` and ``damping``
+    both adapt (:class:`sketchlinalg.StepEngine`). See :func:`natural_gradient`."""
+    return natural_gradient(system_fn, method="nystrom", **kwargs)
 
 
-def engd(
-    system_fn: SystemFn, *, damping: float = 0.0, **kwargs: Any
-) -> optax.GradientTransformationExtraArgs:
-    """ENGD: dense Gram matrix, ``d = (G + mu I)^{-1} g`` (``G^+ g`` at ``mu = 0``; Mueller &
-    Zeinhofer, ICML 2023; :class:`sketchlinalg.Dense`). See :func:`natural_gradient`."""
-    return natural_gradient(system_fn, method="dense", damping=damping, **kwargs)
+def engd(system_fn: SystemFn, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    """ENGD: dense Gram matrix, ``d = (G + mu I)^{-1} g`` (Mueller & Zeinhofer, ICML 2023;
+    :class:`sketchlinalg.Dense`; ``damping=0`` is the pseudo-inverse). See
+    :func:`natural_gradient`."""
+    return natural_gradient(system_fn, method="dense", **kwargs)
 
 
-def engd_woodbury(
-    system_fn: SystemFn, *, damping: float = 0.0, **kwargs: Any
-) -> optax.GradientTransformationExtraArgs:
+def engd_woodbury(system_fn: SystemFn, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
     """ENGD in residual space: ``d = J^T (J J^T + mu I)^{-1} r`` (exact, ``N x N``;
     Guzman-Cordero et al., NeurIPS 2025; :class:`sketchlinalg.Woodbury`)."""
-    return natural_gradient(system_fn, method="woodbury", damping=damping, **kwargs)
+    return natural_gradient(system_fn, method="woodbury", **kwargs)
 
 
-def nystrom_pcg(
-    system_fn: SystemFn, *, damping: float, **kwargs: Any
-) -> optax.GradientTransformationExtraArgs:
+def nystrom_pcg(system_fn: SystemFn, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
     """Damped Gauss–Newton solved by CG with a Nystrom preconditioner (Frangella, Tropp &
     Udell, SIMAX 2023; :class:`sketchlinalg.NystromPCG`). See :func:`natural_gradient`."""
-    return natural_gradient(system_fn, method="nystrom-pcg", damping=damping, **kwargs)
+    return natural_gradient(system_fn, method="nystrom-pcg", **kwargs)
 
 
 def spring(
-    system_fn: SystemFn, *, damping: float, momentum: float = 0.9, **kwargs: Any
+    system_fn: SystemFn, *, momentum: float = 0.9, **kwargs: Any
 ) -> optax.GradientTransformationExtraArgs:
     """SPRING: the Woodbury direction with momentum ``beta`` (Goldshlager et al. 2024):
     ``phi_k = J^T (J J^T + mu I)^{-1} (r - beta J phi_{k-1}) + beta phi_{k-1}``."""
-    return natural_gradient(
-        system_fn, method="woodbury", damping=damping, momentum=momentum, **kwargs
-    )
+    return natural_gradient(system_fn, method="woodbury", momentum=momentum, **kwargs)

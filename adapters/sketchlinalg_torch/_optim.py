@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 LINE_SEARCHES = sl.LINE_SEARCHES
-_STATE_KEYS = ("step", "loss", "step_size", "previous", "skipped", "status")  # StepState order
+# the core's StepState fields, in order ("step" is torch's name of "steps")
+_STATE_KEYS = ("step", *sl.StepState._fields[1:])
 
 
 class NaturalGradient(torch.optim.Optimizer):
@@ -88,7 +89,8 @@ class NaturalGradient(torch.optim.Optimizer):
     Notes
     -----
     The state under the first parameter is the core's :class:`sketchlinalg.StepState`
-    (``step``, ``loss``, ``step_size``, ``previous``, ``skipped``, ``status``); the sketch
+    (``step``, ``loss``, ``step_size``, ``previous``, ``skipped``, ``status``, ``damping``,
+    ``rank``...); the sketch
     generator's state is ``state_dict()["sketch_generator"]``. A step with NaN/Inf in the
     residual, the Jacobian or the direction is not taken (``skipped`` counts it, a
     :class:`sketchlinalg.StepWarning` says so), as in the JAX optimizers. Bad input raises
@@ -310,8 +312,8 @@ def _generator(
 
 class SNGD(NaturalGradient):
     """SNGD (Best Mckay, Kaur, Greif, Wetton, ICML 2025): ``d = (G_hat + mu I)^{-1} J^T r``
-    with a fresh rank-``rank`` Nystrom ``G_hat`` each step (:class:`sketchlinalg.Nystrom`;
-    ``inverse="projected"`` allows ``damping=0``). See :class:`NaturalGradient`.
+    with a fresh Nystrom ``G_hat`` each step (:class:`sketchlinalg.Nystrom`); without ``rank``
+    and ``damping`` both adapt. See :class:`NaturalGradient`.
 
     Examples
     --------
@@ -319,7 +321,7 @@ class SNGD(NaturalGradient):
     >>> from sketchlinalg_torch import SNGD
     >>> A = torch.randn(20, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     >>> x = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    >>> opt = SNGD([("x", x)], residual_fn=lambda p: A @ p["x"] - 1.0, rank=5, damping=1e-10)
+    >>> opt = SNGD([("x", x)], residual_fn=lambda p: A @ p["x"] - 1.0)
     >>> losses = [float(opt.step()) for _ in range(2)]
     >>> losses[1] < losses[0]
     True
@@ -329,11 +331,10 @@ class SNGD(NaturalGradient):
 
 
 class ENGD(NaturalGradient):
-    """ENGD (Mueller & Zeinhofer, ICML 2023): the dense Gram matrix, ``(G + mu I)^{-1} J^T r``,
-    the pseudo-inverse at the default ``damping=0`` (:class:`sketchlinalg.Dense`)."""
+    """ENGD (Mueller & Zeinhofer, ICML 2023): the dense Gram matrix, ``(G + mu I)^{-1} J^T r``
+    (:class:`sketchlinalg.Dense`; ``damping=0`` is the pseudo-inverse)."""
 
     method = "dense"
-    option_defaults: ClassVar[dict[str, Any]] = {"damping": 0.0}
 
 
 class ENGDWoodbury(NaturalGradient):
@@ -341,7 +342,6 @@ class ENGDWoodbury(NaturalGradient):
     ``J^T (J J^T + mu I)^{-1} r``, exact, ``N x N`` (:class:`sketchlinalg.Woodbury`)."""
 
     method = "woodbury"
-    option_defaults: ClassVar[dict[str, Any]] = {"damping": 0.0}
 
 
 class NystromPCG(NaturalGradient):

@@ -26,7 +26,7 @@ from typing import Any
 
 from .._common import _clean, machine_info
 from .optimizers import DEFAULT_LIST, OptimizerSpec, parse_optimizers
-from .problems import PROBLEMS, make_problem
+from .problems import EXTRA_PROBLEMS, PROBLEMS, make_problem
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "pinn"
 FRAMEWORKS = ("jax", "torch")
@@ -53,6 +53,7 @@ def run_one(
     seed: int,
     quick: bool,
     beta: float = 1.0,
+    dtype: str = "float64",
 ) -> dict[str, Any]:
     """Train one (problem, framework, optimizer) in this process; return its record."""
     from ._run import train
@@ -61,11 +62,11 @@ def run_one(
     if framework == "jax":
         from ._jax import JaxTrainer
 
-        trainer: Any = JaxTrainer(problem, spec, seed=seed, quick=quick)
+        trainer: Any = JaxTrainer(problem, spec, seed=seed, quick=quick, dtype=dtype)
     elif framework == "torch":
         from ._torch import TorchTrainer
 
-        trainer = TorchTrainer(problem, spec, seed=seed, quick=quick)
+        trainer = TorchTrainer(problem, spec, seed=seed, quick=quick, dtype=dtype)
     else:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
     label = f"{problem_name}|{framework}|{spec.label}"
@@ -95,6 +96,7 @@ def _child(argv: list[str]) -> None:
         seed=job["seed"],
         quick=job["quick"],
         beta=job["beta"],
+        dtype=job.get("dtype", "float64"),
     )
     record["peak_rss_scope"] = "process of this run"
     Path(argv[1]).write_text(json.dumps(_clean(record)))
@@ -122,7 +124,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.pinn",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
-    p.add_argument("--problem", default="poisson2d", help=f"'all' or a comma list of {PROBLEMS}")
+    p.add_argument(
+        "--problem",
+        default="poisson2d",
+        help=f"'all' or a comma list of {PROBLEMS + EXTRA_PROBLEMS} (all: the suite's)",
+    )
     p.add_argument("--framework", default="jax", help="'all' or a comma list of jax,torch")
     p.add_argument(
         "--optimizers",
@@ -139,6 +145,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--beta", type=float, default=1.0, help="transport speed (40: hard case)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--quick", action="store_true", help="tiny networks and point sets, 4 steps")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines file the records go to")
     p.add_argument(
@@ -156,7 +163,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         _child(argv[1:])
         return []
     args = parse(argv)
-    problems = _split(args.problem, PROBLEMS, "problem")
+    problems = (
+        list(PROBLEMS)
+        if args.problem == "all"
+        else _split(args.problem, PROBLEMS + EXTRA_PROBLEMS, "problem")
+    )
     frameworks = _split(args.framework, FRAMEWORKS, "framework")
     try:
         specs = parse_optimizers(args.optimizers)
@@ -183,6 +194,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     "seed": args.seed,
                     "quick": args.quick,
                     "beta": args.beta,
+                    "dtype": args.dtype,
                 }
                 if in_process:
                     record = run_one(
@@ -193,6 +205,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         seed=args.seed,
                         quick=args.quick,
                         beta=args.beta,
+                        dtype=args.dtype,
                     )
                     record["peak_rss_scope"] = "whole process (--in-process)"
                 else:

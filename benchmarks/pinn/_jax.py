@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import sketchlinalg_jax as slj  # noqa: E402
 
+import sketchlinalg as sl  # noqa: E402
+
 from .optimizers import OptimizerSpec  # noqa: E402
 from .problems import Problem  # noqa: E402
 
@@ -25,15 +27,15 @@ __all__ = ["JaxTrainer", "init_mlp", "mlp"]
 Params = list[tuple[jax.Array, jax.Array]]
 
 
-def init_mlp(key: jax.Array, widths: list[int]) -> Params:
+def init_mlp(key: jax.Array, widths: list[int], dtype: Any = jnp.float64) -> Params:
     """PyTorch's default initialization, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights
     and biases, in float64 (the PyTorch runner uses ``torch.nn.Linear``'s own)."""
     params = []
     for fan_in, fan_out in itertools.pairwise(widths):
         key, kw, kb = jax.random.split(key, 3)
         bound = 1 / math.sqrt(fan_in)
-        W = jax.random.uniform(kw, (fan_out, fan_in), jnp.float64, -bound, bound)
-        b = jax.random.uniform(kb, (fan_out,), jnp.float64, -bound, bound)
+        W = jax.random.uniform(kw, (fan_out, fan_in), dtype, -bound, bound)
+        b = jax.random.uniform(kb, (fan_out,), dtype, -bound, bound)
         params.append((W, b))
     return params
 
@@ -69,22 +71,19 @@ def _natural_gradient(
     terms = _terms(problem, points)
     system = functools.partial(slj.pinn_system, mlp, terms=terms)
     residual = functools.partial(slj.pinn_residual, mlp, terms=terms)
-    s = spec.settings
-    common: dict[str, Any] = {"damping": s["damping"], "residual_fn": residual, "seed": seed}
-    if spec.kind == "engd":
-        return slj.engd(system, **common)
-    if spec.kind == "engd-woodbury":
-        return slj.engd_woodbury(system, **common)
-    if spec.kind == "spring":
-        return slj.spring(system, momentum=s["momentum"], **common)
-    rank = min(s["rank"], n_params)
-    if spec.kind == "sngd":
-        return slj.sngd(
-            system, rank=rank, inverse=s["inverse"], oversample=s["oversample"], **common
-        )
-    if spec.kind == "nystrom-pcg":
-        return slj.nystrom_pcg(system, rank=rank, rtol=s["rtol"], maxiter=s["maxiter"], **common)
-    raise ValueError(f"not a natural-gradient kind: {spec.kind!r}")
+    settings = dict(spec.settings)
+    if "rank" in settings:
+        settings["rank"] = min(settings["rank"], n_params)
+    factory = {
+        "engd": slj.engd,
+        "engd-woodbury": slj.engd_woodbury,
+        "spring": slj.spring,
+        "sngd": slj.sngd,
+        "nystrom-pcg": slj.nystrom_pcg,
+    }.get(spec.kind)
+    if factory is None:
+        raise ValueError(f"not a natural-gradient kind: {spec.kind!r}")
+    return factory(system, residual_fn=residual, seed=seed, **settings)
 
 
 class JaxTrainer:
@@ -94,13 +93,22 @@ class JaxTrainer:
     (Poisson 5D) reuse one compilation.
     """
 
-    def __init__(self, problem: Problem, spec: OptimizerSpec, *, seed: int, quick: bool) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        spec: OptimizerSpec,
+        *,
+        seed: int,
+        quick: bool,
+        dtype: str = "float64",
+    ) -> None:
+        self.dtype = getattr(jnp, dtype)
         self.problem = problem
         self.spec = spec
         self.quick = quick
         self.rng = np.random.default_rng(seed)
         widths = problem.quick_widths if quick else problem.widths
-        self.params = init_mlp(jax.random.key(seed), widths)
+        self.params = init_mlp(jax.random.key(seed), widths, self.dtype)
         self.n_params = sum(int(W.size + b.size) for W, b in self.params)
         self.points = self._draw()
         self.n_points = sum(int(p.shape[0]) for p in self.points)
@@ -144,7 +152,7 @@ class JaxTrainer:
         self._step = jax.jit(step)
 
     def _draw(self) -> list[jax.Array]:
-        return [jnp.asarray(p) for p in self.problem.points(self.rng, self.quick)]
+        return [jnp.asarray(p, self.dtype) for p in self.problem.points(self.rng, self.quick)]
 
     def step(self) -> tuple[float, float | None]:
         if self.problem.resample:
@@ -158,10 +166,24 @@ class JaxTrainer:
         return float(self._loss(self.params, self.points))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(jax.vmap(functools.partial(mlp, self.params))(jnp.asarray(X)))
+        Xj = jnp.asarray(X, self.dtype)
+        return np.asarray(jax.vmap(functools.partial(mlp, self.params))(Xj), dtype=np.float64)
+
+    def step_state(self) -> Any:
+        """The core's StepState of a natural-gradient run (None for Adam / L-BFGS)."""
+        if not isinstance(self.state, slj.NGDState):
+            return None
+        return sl.StepState(*self.state[1:])
 
     def extra(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"dtype": "float64", "versions": {"jax": jax.__version__}}
-        if isinstance(self.state, slj.NGDState):
-            out["skipped_steps"] = int(self.state.skipped)
+        out: dict[str, Any] = {
+            "dtype": jnp.dtype(self.dtype).name,
+            "versions": {"jax": jax.__version__},
+        }
+        state = self.step_state()
+        if state is not None:
+            out["skipped_steps"] = int(state.skipped)
+            out["final_damping"] = float(state.damping)
+            out["final_rank"] = int(state.rank)
+            out["final_status"] = sl.Status(int(state.status)).name
         return out

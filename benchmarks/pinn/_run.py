@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+import sketchlinalg as sl
+
 from .._common import peak_rss_mib
 from .optimizers import OptimizerSpec
 from .problems import Problem
@@ -54,6 +56,21 @@ def errors(problem: Problem, trainer: Trainer, X: np.ndarray, ref: np.ndarray) -
     }
 
 
+def _progress(trainer: Any) -> str:
+    """The natural-gradient state of a trainer (damping, rank, status, skipped), if any."""
+    state = trainer.step_state() if hasattr(trainer, "step_state") else None
+    if state is None:
+        return ""
+    rank = int(state.rank)
+    status = sl.Status(int(state.status)).name.lower()
+    return (
+        f"mu {float(state.damping):.1e}"
+        + (f"  rank {rank}" if rank else "")
+        + f"  {status}"
+        + (f"  skipped {int(state.skipped)}" if int(state.skipped) else "")
+    )
+
+
 class LiveLine:
     """A progress bar with loss / error / step size on stderr.
 
@@ -77,6 +94,7 @@ class LiveLine:
         eta: float | None,
         *,
         force: bool = False,
+        extra: str = "",
     ) -> None:
         """Show the state after ``step`` steps and ``elapsed`` training seconds."""
         now = time.perf_counter()
@@ -91,6 +109,7 @@ class LiveLine:
             f"loss {loss:.3e}",
             f"rel.L2 {err:.2e}" if err is not None else "rel.L2 ........",
             f"eta {eta:.1e}" if eta is not None else "",
+            extra,
         ]
         line = "  ".join(p for p in parts if p)
         end = "" if self.tty and not force else "\n"
@@ -157,11 +176,13 @@ def train(
             err = e["rel_l2"]
             trace.append({"t": elapsed, "step": steps, "loss": loss, **e})
             next_eval = max(next_eval * TRACE_GROWTH, elapsed * TRACE_GROWTH)
-        live.update(elapsed, steps, loss, err, eta)
+        live.update(elapsed, steps, loss, err, eta, extra=_progress(trainer))
     final = errors(problem, trainer, X, ref)
     final_loss = trainer.loss()
     trace.append({"t": elapsed, "step": steps, "loss": final_loss, **final})
-    live.update(elapsed, steps, final_loss, final["rel_l2"], eta, force=True)
+    live.update(
+        elapsed, steps, final_loss, final["rel_l2"], eta, force=True, extra=_progress(trainer)
+    )
     return {
         "problem": problem.name,
         "problem_settings": problem.settings,

@@ -10,19 +10,21 @@ import numpy as np
 import sketchlinalg_torch as slt
 import torch
 
+import sketchlinalg as sl
+
 from .optimizers import OptimizerSpec
 from .problems import Problem
 
 __all__ = ["TorchTrainer", "make_mlp"]
 
 
-def make_mlp(widths: list[int], seed: int) -> torch.nn.Module:
+def make_mlp(widths: list[int], seed: int, dtype: Any = torch.float64) -> torch.nn.Module:
     """A float64 tanh MLP with ``torch.nn.Linear``'s default initialization."""
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     layers: list[torch.nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(widths)):
-        layers.append(torch.nn.Linear(a, b, dtype=torch.float64))
+        layers.append(torch.nn.Linear(a, b, dtype=dtype))
         if i < len(widths) - 2:
             layers.append(torch.nn.Tanh())
     torch.random.set_rng_state(gen_state)  # leave the global generator as it was
@@ -37,12 +39,22 @@ def _scalar(x: Any) -> float:
 class TorchTrainer:
     """One (problem, optimizer) pair in PyTorch, float64."""
 
-    def __init__(self, problem: Problem, spec: OptimizerSpec, *, seed: int, quick: bool) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        spec: OptimizerSpec,
+        *,
+        seed: int,
+        quick: bool,
+        dtype: str = "float64",
+    ) -> None:
+        self.dtype = getattr(torch, dtype)
         self.problem = problem
         self.spec = spec
         self.quick = quick
         self.rng = np.random.default_rng(seed)
-        self.model = make_mlp(problem.quick_widths if quick else problem.widths, seed)
+        widths = problem.quick_widths if quick else problem.widths
+        self.model = make_mlp(widths, seed, self.dtype)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.terms = self._draw()
         self.n_points = sum(int(t.points.shape[0]) for t in self.terms)
@@ -75,7 +87,8 @@ class TorchTrainer:
             def residual(u: Any, x: torch.Tensor, spec: Any = spec) -> Any:
                 return spec.residual(torch, slt, u, x)
 
-            out.append(slt.Term(residual, torch.as_tensor(pts), spec.weight, spec.name))
+            points = torch.as_tensor(pts, dtype=self.dtype)
+            out.append(slt.Term(residual, points, spec.weight, spec.name))
         return out
 
     def _system(self, params: Any) -> Any:
@@ -85,39 +98,20 @@ class TorchTrainer:
         return slt.pinn_residual(self.model, params, self.terms)
 
     def _natural_gradient(self, seed: int) -> slt.NaturalGradient:
-        s, kind = self.spec.settings, self.spec.kind
-        common: dict[str, Any] = {
-            "residual_fn": self._residual,
-            "damping": s["damping"],
-            "seed": seed,
-        }
+        settings = dict(self.spec.settings)
+        if "rank" in settings:
+            settings["rank"] = min(settings["rank"], self.n_params)
+        cls = {
+            "engd": slt.ENGD,
+            "engd-woodbury": slt.ENGDWoodbury,
+            "spring": slt.SPRING,
+            "sngd": slt.SNGD,
+            "nystrom-pcg": slt.NystromPCG,
+        }.get(self.spec.kind)
+        if cls is None:
+            raise ValueError(f"not a natural-gradient kind: {self.spec.kind!r}")
         named = self.model.named_parameters()
-        if kind == "engd":
-            return slt.ENGD(named, self._system, **common)
-        if kind == "engd-woodbury":
-            return slt.ENGDWoodbury(named, self._system, **common)
-        if kind == "spring":
-            return slt.SPRING(named, self._system, momentum=s["momentum"], **common)
-        rank = min(s["rank"], self.n_params)
-        if kind == "sngd":
-            return slt.SNGD(
-                named,
-                self._system,
-                rank=rank,
-                inverse=s["inverse"],
-                oversample=s["oversample"],
-                **common,
-            )
-        if kind == "nystrom-pcg":
-            return slt.NystromPCG(
-                named,
-                self._system,
-                rank=rank,
-                rtol=s["rtol"],
-                maxiter=s["maxiter"],
-                **common,
-            )
-        raise ValueError(f"not a natural-gradient kind: {kind!r}")
+        return cls(named, self._system, residual_fn=self._residual, seed=seed, **settings)
 
     def _closure(self) -> torch.Tensor:
         self.opt.zero_grad()
@@ -150,14 +144,30 @@ class TorchTrainer:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return self.model(torch.as_tensor(X)).reshape(-1).numpy()
+            out = self.model(torch.as_tensor(X, dtype=self.dtype)).reshape(-1)
+            return out.double().numpy()
+
+    def step_state(self) -> Any:
+        """The core's StepState of a natural-gradient run (None for Adam / L-BFGS)."""
+        if not isinstance(self.opt, slt.NaturalGradient):
+            return None
+        state = self.opt.state[next(iter(self.model.parameters()))]
+        if "previous" not in state:
+            return None
+        return sl.StepState(state["step"], *(state[k] for k in sl.StepState._fields[1:]))
 
     def extra(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "dtype": "float64",
+            "dtype": str(self.dtype).removeprefix("torch."),
             "versions": {"torch": torch.__version__},
             "torch_threads": torch.get_num_threads(),
         }
         if isinstance(self.opt, slt.NaturalGradient):
             out["jacobian_path"] = self.opt.jacobian_path
+        state = self.step_state()
+        if state is not None:
+            out["skipped_steps"] = int(state.skipped)
+            out["final_damping"] = float(state.damping)
+            out["final_rank"] = int(state.rank)
+            out["final_status"] = sl.Status(int(state.status)).name
         return out

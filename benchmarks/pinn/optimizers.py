@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULTS", "DEFAULT_LIST", "KINDS", "OptimizerSpec", "parse_optimizers"]
+__all__ = [
+    "DEFAULTS",
+    "DEFAULTS_LIST",
+    "DEFAULT_LIST",
+    "KINDS",
+    "UNTUNED",
+    "OptimizerSpec",
+    "parse_optimizers",
+]
 
 #: Default settings of each kind. Damping ``mu`` is the Tikhonov shift of the Gauss–Newton
 #: system; ``1e-10`` keeps the solves at float64 working accuracy on these problems.
@@ -31,6 +39,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "spring": {"damping": 1e-10, "momentum": 0.5},
 }
 KINDS = tuple(DEFAULTS)
+#: The untuned defaults (issue 22): every natural-gradient optimizer with no damping, rank or
+#: momentum given, as a user would first call it; ``--optimizers defaults`` runs them all.
+UNTUNED = {
+    "sngd-default": "sngd",
+    "engd-default": "engd",
+    "engd-woodbury-default": "engd-woodbury",
+    "nystrom-pcg-default": "nystrom-pcg",
+    "spring-default": "spring",
+}
+DEFAULTS_LIST = ",".join(UNTUNED)
 # At rank 100 (below d_eff(1e-10) of the Poisson 2D Gram matrix, benchmarks/results/pinn)
 # the Woodbury inverse scales the gradient outside the sketched range by 1/mu = 1e10 and the
 # line search stalls at eta ~ 1e-9 (measured: relative L2 0.36 after 120 s); the projected
@@ -88,16 +106,20 @@ def parse_optimizers(text: str) -> list[OptimizerSpec]:
         For an unknown kind or setting, naming the valid ones.
     """
     specs = []
+    text = text.replace("defaults", DEFAULTS_LIST) if "defaults" in text.split(",") else text
     for raw in (s.strip() for s in text.split(",")):
         if not raw:
             continue
         label = raw
+        if raw in UNTUNED:  # no setting at all: the library's own defaults
+            specs.append(OptimizerSpec(label, UNTUNED[raw], {}))
+            continue
         entry = _ALIASES.get(raw, raw)
         kind, _, rest = entry.partition(":")
         if kind not in DEFAULTS:
             raise ValueError(
                 f"optimizer {raw!r}: unknown kind {kind!r}; expected one of "
-                f"{', '.join(KINDS + tuple(_ALIASES))}"
+                f"{', '.join(KINDS + tuple(_ALIASES) + tuple(UNTUNED))} or 'defaults'"
             )
         settings = dict(DEFAULTS[kind])
         for item in filter(None, (s.strip() for s in rest.split(";"))):

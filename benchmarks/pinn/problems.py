@@ -11,6 +11,7 @@ evaluation set. Residual rows are weighted by ``sqrt(weight / N_k)`` by ``pinn_s
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROBLEMS", "Problem", "TermSpec", "make_problem"]
+__all__ = ["EXTRA_PROBLEMS", "PROBLEMS", "Problem", "TermSpec", "make_problem"]
 
 PI = math.pi
 Residual = Callable[[Any, Any, Callable[[Any], Any], Any], Any]
@@ -344,7 +345,71 @@ def _poisson5d() -> Problem:
     )
 
 
+# -- problems outside the suite (checks that the defaults were not tuned to it) ---------
+
+
+def _poisson2d_large() -> Problem:
+    """A large source term: u* = 25 sin(2 pi x) sin(3 pi y), an initial loss of ~1e5."""
+
+    def exact(m: Any, X: Any) -> Any:
+        return 25.0 * m.sin(2 * PI * X[..., 0]) * m.sin(3 * PI * X[..., 1])
+
+    def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
+        return -d.laplacian(u, x) - 13 * PI**2 * exact(m, x)
+
+    base = _poisson2d()
+    return dataclasses.replace(
+        base,
+        name="poisson2d-large",
+        title="Poisson 2D, large source: -Laplace u = 13 pi^2 u*, u* = 25 sin(2 pi x) "
+        "sin(3 pi y) on (0,1)^2, u = 0 on the boundary",
+        terms=[TermSpec("interior", interior, 1.0), base.terms[1]],
+        exact=exact,
+    )
+
+
+def _reaction1d() -> Problem:
+    """A nonlinear reaction-diffusion problem with a small residual scale (1e-3)."""
+    eps = 0.05
+
+    def exact(m: Any, X: Any) -> Any:
+        return m.tanh(X[..., 0] / (2 * eps)) * m.cos(PI * X[..., 0] / 2)
+
+    def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
+        def residual_of(v: Callable[[Any], Any]) -> Any:
+            return -(eps**2) * d.laplacian(v, x) + v(x) ** 3 - v(x)
+
+        f = residual_of(lambda y: exact(m, y))
+        return 1e-3 * (residual_of(u) - f)
+
+    def boundary(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
+        return 1e-3 * (u(x) - exact(m, x))
+
+    def points(rng: np.random.Generator, quick: bool) -> list[np.ndarray]:
+        n = 16 if quick else 300
+        return [_midpoints(-1.0, 1.0, n)[:, None], np.array([[-1.0], [1.0]])]
+
+    def eval_points(quick: bool) -> np.ndarray:
+        return np.linspace(-1.0, 1.0, 100 if quick else 2000)[:, None]
+
+    return Problem(
+        name="reaction1d",
+        title="Reaction-diffusion 1D: -0.05^2 u'' + u^3 - u = f on (-1,1), u* = tanh(10 x) "
+        "cos(pi x / 2), residuals scaled by 1e-3",
+        dim=1,
+        widths=[1, 64, 64, 1],
+        quick_widths=[1, 8, 1],
+        terms=[TermSpec("interior", interior, 2.0), TermSpec("boundary", boundary, 2.0)],
+        points=points,
+        exact=exact,
+        eval_points=eval_points,
+        eval_note="2,000 equispaced points of [-1,1]",
+    )
+
+
 PROBLEMS = ("poisson2d", "heat1d", "nonlinear", "transport", "poisson5d")
+#: Problems outside the suite ("all" leaves them out): checks of the untuned defaults.
+EXTRA_PROBLEMS = ("poisson2d-large", "reaction1d")
 
 
 def make_problem(name: str, *, beta: float = 1.0) -> Problem:
@@ -361,7 +426,11 @@ def make_problem(name: str, *, beta: float = 1.0) -> Problem:
         return _transport(beta)
     if name == "poisson5d":
         return _poisson5d()
-    raise ValueError(f"problem must be one of {PROBLEMS}, got {name!r}")
+    if name == "poisson2d-large":
+        return _poisson2d_large()
+    if name == "reaction1d":
+        return _reaction1d()
+    raise ValueError(f"problem must be one of {PROBLEMS + EXTRA_PROBLEMS}, got {name!r}")
 
 
 def parameter_count(widths: list[int]) -> int:

@@ -24,9 +24,7 @@ opt = SNGD(
     model.named_parameters(),
     functools.partial(pinn_system, model, terms=terms),  # params -> (r, J)
     residual_fn=functools.partial(pinn_residual, model, terms=terms),  # for the line search
-    rank=60,
-    damping=1e-10,
-)
+)  # no rank, no damping: both adapt (sketchlinalg.StepEngine)
 for _ in range(50):
     loss = opt.step()  # J, Nystrom sketch, grid line search; returns 1/2 ||r||^2 before the step
 
@@ -35,5 +33,7 @@ with torch.no_grad():
     u, exact = model(x)[:, 0], torch.sin(math.pi * x[:, 0])
 error = float(torch.linalg.norm(u - exact) / torch.linalg.norm(exact))
 print(f"SNGD, 50 steps: loss {float(loss):.2e}, relative L2 error {error:.2e}")
+last = opt.last_step
+print(f"last step: {last.status.name}, damping {float(last.damping):.1e}, rank {last.rank}")
 print(f"last direction: {opt.direction_info.message}; Jacobian {opt.jacobian_path}")
 assert error < 1e-5
