@@ -40,6 +40,9 @@ __all__ = ["KernelNystrom", "Nystrom", "NystromPCG"]
 
 Array = Any
 
+#: CG iterations of Nystrom-PCG when ``maxiter`` is not given.
+DEFAULT_PCG_ITERATIONS = 100
+
 
 @dataclass(frozen=True)
 class _Sketched(DirectionSolver):
@@ -60,6 +63,19 @@ class _Sketched(DirectionSolver):
     def scale(self, state: SketchState) -> Any:
         """The sketch's largest eigenvalue."""
         return state.approx.eigenvalues[0]
+
+    def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
+        """Sketch ``G = J^T J`` (and ``g = J^T r`` in the same pass)."""
+        return _gram_init(self, J, r, seed)
+
+    def _start(
+        self, state: SketchState, rhs: Array | None, damping: Any
+    ) -> tuple[LinearOperator, LowRankPSD, Any, Any, Array]:
+        """``(J, approx, xp, mu, g)`` of a solve on the Gram sketch: the checked damping
+        and ``g = J^T rhs`` (the fused gradient when ``rhs`` is None)."""
+        J = state.jacobian
+        mu = self.check_damping(damping, J.xp, J.dtype)
+        return J, state.approx, J.xp, mu, _gradient(state, rhs)
 
     def _rank(self, dim: int) -> int:
         if self.rank is None:
@@ -82,26 +98,6 @@ class _Sketched(DirectionSolver):
                 A, approx, power_iters=self.error_power_iters, seed=sampler.fold_in(1)
             )
         return SketchState(J, approx, r, g, err, finite, approx.rank >= min(J.shape))
-
-
-def _smallest_kept(state: SketchState) -> Any:
-    lam = state.approx.eigenvalues
-    xp = _dispatch.namespace(lam)
-    positive = xp.where(lam > 0, lam, xp.full_like(lam, float("inf")))
-    smallest = xp.min(positive)
-    floor = xp.where(xp.isfinite(smallest), smallest, xp.zeros_like(smallest))
-    return xp.where(xp.asarray(state.saturated), xp.zeros_like(floor), floor)
-
-
-def _check_inverse_damping(solver: Any, damping: Any, xp: Any, dtype: Any) -> Any:
-    return check_nonnegative(
-        damping,
-        "damping",
-        strict=solver.inverse == "woodbury",
-        context=f"method={solver.method!r} and inverse='woodbury' (use inverse='projected' for 0)",
-        xp=xp,
-        dtype=dtype,
-    )
 
 
 def _gram_sketch(
@@ -135,8 +131,67 @@ def _gram_sketch(
     return nystrom_from_sketch(xp, Omega, Ysafe, rank=rank, core=core), g, finite
 
 
+def _gram_init(solver: _Sketched, J: Any, r: Array | None, seed: Any) -> SketchState:
+    """The state of a solver that sketches ``G = J^T J`` (fused with ``g = J^T r``)."""
+    J, xp = _check_system(J, r)
+    sampler = as_sampler(seed)
+    approx, g, finite = _gram_sketch(
+        J, r, solver._rank(J.shape[1]), solver.oversample, solver.sketch, sampler, solver.core
+    )
+    return solver._finish_init(gram(J), approx, sampler, J, r, g, _and(finite, r, xp))
+
+
+def _gradient(state: SketchState, rhs: Array | None) -> Array:
+    """``J^T rhs``; the fused ``g = J^T r`` of :func:`_gram_init` when ``rhs`` is None."""
+    if rhs is None:
+        _rhs(state, None, None)
+        return state.gradient
+    _check_residual(state.jacobian, rhs, "rhs")
+    return state.jacobian.rmatvec(rhs)
+
+
 @dataclass(frozen=True)
-class Nystrom(_Sketched):
+class _WithInverse(_Sketched):
+    """A sketch whose regularized inverse is applied directly (``inverse=`` chooses it)."""
+
+    inverse: str = "woodbury"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice(self.inverse, "inverse", SOLVE_MODES)
+
+    @property
+    def allows_zero_damping(self) -> bool:  # type: ignore[override]
+        """Only the projected inverse exists at ``mu = 0``."""
+        return self.inverse == "projected"
+
+    def check_damping(self, damping: Any, xp: Any = None, dtype: Any = None) -> Any:
+        """``mu >= 0``, and ``> 0`` for the Woodbury inverse."""
+        return check_nonnegative(
+            damping,
+            "damping",
+            strict=self.inverse == "woodbury",
+            context=(
+                f"method={self.method!r} and inverse='woodbury' (use inverse='projected' for 0)"
+            ),
+            xp=xp,
+            dtype=dtype,
+        )
+
+    def damping_floor(self, state: SketchState) -> Any:
+        """The smallest kept eigenvalue ``lam_l`` of a sketch below full rank: with a smaller
+        ``mu``, the Woodbury inverse scales the part of ``g`` outside the sketched range by
+        ``1/mu`` (far more than any direction it resolves); ``0`` once saturated."""
+        lam = state.approx.eigenvalues
+        xp = _dispatch.namespace(lam)
+        positive = xp.where(lam > 0, lam, xp.full_like(lam, float("inf")))
+        smallest = xp.min(positive)
+        floor = xp.where(xp.isfinite(smallest), smallest, xp.zeros_like(smallest))
+        return xp.where(xp.asarray(state.saturated), xp.zeros_like(floor), floor)
+
+
+@dataclass(frozen=True)
+class Nystrom(_WithInverse):
     r"""SNGD: ``d = (G_hat + mu I)^{-1} J^T b`` with a rank-``rank`` Nystrom ``G_hat``.
 
     ``G_hat = nystrom(gram(J), rank)`` from one block product (fused with ``g = J^T r``);
@@ -164,52 +219,14 @@ class Nystrom(_Sketched):
     ICML 2025. Frangella, Tropp, Udell. Randomized Nystrom preconditioning. SIMAX 2023.
     """
 
-    inverse: str = "woodbury"
     method: ClassVar[str] = Method.NYSTROM.value
     computes_gradient: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_choice(self.inverse, "inverse", SOLVE_MODES)
-
-    @property
-    def allows_zero_damping(self) -> bool:  # type: ignore[override]
-        """Only the projected inverse exists at ``mu = 0``."""
-        return self.inverse == "projected"
-
-    def check_damping(self, damping: Any, xp: Any = None, dtype: Any = None) -> Any:
-        """``mu >= 0``, and ``> 0`` for the Woodbury inverse."""
-        return _check_inverse_damping(self, damping, xp, dtype)
-
-    def damping_floor(self, state: SketchState) -> Any:
-        """The smallest kept eigenvalue ``lam_l`` of a sketch below full rank: with a smaller
-        ``mu``, the Woodbury inverse scales the part of ``g`` outside the sketched range by
-        ``1/mu`` (far more than any direction it resolves); ``0`` once saturated."""
-        return _smallest_kept(state)
-
-    def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
-        """Sketch ``G = J^T J`` (and ``g = J^T r`` in the same pass)."""
-        J, xp = _check_system(J, r)
-        rank = self._rank(J.shape[1])
-        sampler = as_sampler(seed)
-        approx, g, finite = _gram_sketch(
-            J, r, rank, self.oversample, self.sketch, sampler, self.core
-        )
-        return self._finish_init(gram(J), approx, sampler, J, r, g, _and(finite, r, xp))
 
     def solve(
         self, state: SketchState, rhs: Array | None = None, *, damping: float | Array
     ) -> tuple[Array, DirectionInfo]:
         """``(G_hat + mu I)^{-1} g`` or its projected form, ``O(P l)``."""
-        J, approx = state.jacobian, state.approx
-        xp = J.xp
-        mu = self.check_damping(damping, xp, J.dtype)
-        if rhs is None:
-            _rhs(state, None, None)
-            g = state.gradient
-        else:
-            _check_residual(J, rhs, "rhs")
-            g = J.rmatvec(rhs)
+        _, approx, xp, mu, g = self._start(state, rhs, damping)
         d = approx.solve(g, mu, mode=self.inverse)
         Utd = approx.eigenvectors.T @ d
         curvature = _dot(xp, Utd, approx.eigenvalues * Utd)  # d^T G_hat d
@@ -269,34 +286,14 @@ def _sketch_info(
 
 
 @dataclass(frozen=True)
-class KernelNystrom(_Sketched):
+class KernelNystrom(_WithInverse):
     r"""The sketch in residual space: ``d = J^T (K_hat + mu I)^{-1} b``,
     ``K_hat = nystrom(kernel(J), rank)`` (``N``-dimensional sketch).
 
     Options as :class:`Nystrom` (``rank`` default ``min(100, N)``).
     """
 
-    inverse: str = "woodbury"
     method: ClassVar[str] = Method.KERNEL_NYSTROM.value
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_choice(self.inverse, "inverse", SOLVE_MODES)
-
-    @property
-    def allows_zero_damping(self) -> bool:  # type: ignore[override]
-        """Only the projected inverse exists at ``mu = 0``."""
-        return self.inverse == "projected"
-
-    def check_damping(self, damping: Any, xp: Any = None, dtype: Any = None) -> Any:
-        """``mu >= 0``, and ``> 0`` for the Woodbury inverse."""
-        return _check_inverse_damping(self, damping, xp, dtype)
-
-    def damping_floor(self, state: SketchState) -> Any:
-        """The smallest kept eigenvalue ``lam_l`` of a sketch below full rank: with a smaller
-        ``mu``, the Woodbury inverse scales the part of ``g`` outside the sketched range by
-        ``1/mu`` (far more than any direction it resolves); ``0`` once saturated."""
-        return _smallest_kept(state)
 
     def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
         """Sketch ``K = J J^T``."""
@@ -346,7 +343,9 @@ class KernelNystrom(_Sketched):
 class NystromPCG(_Sketched):
     r"""``(G + mu I) d = J^T b`` by CG, preconditioned by a rank-``rank`` Nystrom sketch.
 
-    Exact up to ``rtol`` (default ``sqrt(eps)``); ``maxiter`` defaults to ``P``. Needs
+    Exact up to ``rtol`` (default ``sqrt(eps)``) within ``maxiter`` iterations (default
+    ``min(100, P)``; CG stopped there still gives a descent direction, and the status says
+    ``MAX_ITERATIONS``: a larger preconditioner rank is the cure). Needs
     ``mu > 0``. The sketch (fused with ``g = J^T r``) is made once in :meth:`init`; every
     :meth:`solve` builds the preconditioner for its ``mu`` in ``O(P l)`` and runs CG (one
     product with ``J`` and ``J^T`` per iteration).
@@ -369,36 +368,18 @@ class NystromPCG(_Sketched):
         if self.maxiter is not None:
             _set(self, "maxiter", check_int(self.maxiter, "maxiter", low=0))
 
-    def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
-        """Sketch ``G = J^T J`` (and ``g = J^T r`` in the same pass)."""
-        J, xp = _check_system(J, r)
-        rank = self._rank(J.shape[1])
-        sampler = as_sampler(seed)
-        approx, g, finite = _gram_sketch(
-            J, r, rank, self.oversample, self.sketch, sampler, self.core
-        )
-        return self._finish_init(gram(J), approx, sampler, J, r, g, _and(finite, r, xp))
-
     def solve(
         self, state: SketchState, rhs: Array | None = None, *, damping: float | Array
     ) -> tuple[Array, DirectionInfo]:
         """Preconditioned CG on ``(G + mu I) d = g``."""
-        J, approx = state.jacobian, state.approx
-        xp = J.xp
-        mu = self.check_damping(damping, xp, J.dtype)
-        if rhs is None:
-            _rhs(state, None, None)
-            g = state.gradient
-        else:
-            _check_residual(J, rhs, "rhs")
-            g = J.rmatvec(rhs)
+        J, approx, xp, mu, g = self._start(state, rhs, damping)
         res = pcg(
             gram(J),
             g,
             mu=mu,
             preconditioner=nystrom_preconditioner(approx, mu),
             rtol=self.rtol,
-            maxiter=self.maxiter,
+            maxiter=_pcg_maxiter(self.maxiter, J.shape[1]),
         )
         d = res.x
         slope = _dot(xp, d, g)  # (G + mu I) d = g up to rtol: d^T G d = d^T g - mu ||d||^2
@@ -418,6 +399,11 @@ class NystromPCG(_Sketched):
             base=_pcg_status(res.status),
         )
         return d, info
+
+
+def _pcg_maxiter(maxiter: int | None, n: int) -> int:
+    """The CG iteration cap: ``maxiter``, else ``min(DEFAULT_PCG_ITERATIONS, P)``."""
+    return min(DEFAULT_PCG_ITERATIONS, n) if maxiter is None else maxiter
 
 
 def _pcg_status(status: Any) -> Any:

@@ -52,7 +52,7 @@ from ._operator import LinearOperator, aslinearoperator
 from ._sketched import _Sketched
 from ._solver_base import DirectionInfo, DirectionSolver, SketchState
 from ._solvers import make_solver, solver_options
-from ._status import Status, status_message
+from ._status import Method, Status, status_message
 from ._validation import check_int, check_nonnegative
 
 __all__ = [
@@ -100,6 +100,10 @@ TINY_STEP = 1.0 / 32.0
 #: ... by these factors.
 DOWN = 10.0
 UP = 4.0
+#: An adaptive Nystrom-PCG preconditioner doubles when CG took more iterations than this,
+#: and may halve when it took at most the second.
+PCG_GROW_ITERATIONS = 25
+PCG_SHRINK_ITERATIONS = 3
 #: A run whose loss rose above DIVERGE_FACTOR times its best is reported as diverged.
 DIVERGE_FACTOR = 1e4
 
@@ -206,6 +210,7 @@ class _Trial(NamedTuple):
     curvature: Array  # ||J d||^2
     model_curvature: Array  # d^T G_hat d of the solver's model
     mu_eff: Array
+    iterations: Array  # CG iterations (Nystrom-PCG), else 0
 
 
 @dataclass(frozen=True)
@@ -466,7 +471,10 @@ class StepEngine:
                 eta, new_loss, full = res.step_size, res.loss, res.first_loss
                 taken = xp.asarray(res.status == Status.SUCCESS)
             taken = taken & finite
-            trial_ = _Trial(d, eta, new_loss, full, taken, finite, slope, curvature, model, mu_eff)
+            its = xp.asarray(0 if dinfo.iterations is None else dinfo.iterations, dtype=xp.int32)
+            trial_ = _Trial(
+                d, eta, new_loss, full, taken, finite, slope, curvature, model, mu_eff, its
+            )
             return trial_, dinfo
 
         t, dinfo = trial(mu)
@@ -551,7 +559,7 @@ class StepEngine:
         else:
             d, dinfo = self.solver.solve(setup, damping=mu)
         model = dinfo.curvature
-        exact = not isinstance(self.solver, _Sketched) or self.solver.method == "nystrom-pcg"
+        exact = not isinstance(self.solver, _Sketched) or self.solver.method == Method.NYSTROM_PCG
         if beta or (not exact and (self.adaptive_damping or self.adaptive_rank)):
             Jd = J.matvec(d)  # one more product: the true model of the step
             model = model if not beta else xp.sum(Jd * Jd)
@@ -688,6 +696,13 @@ class StepEngine:
         saturated = xp.asarray(setup.saturated)
         grow = ~saturated & (((mu < floor) & (floor > 0)) | (ratio > 2.0))
         shrink = ~grow & (8.0 * deff < xp.astype(rank_a, deff.dtype)) & (ratio < 1.25)
+        if self.solver.method == Method.NYSTROM_PCG:  # a preconditioner: judged by CG's iterations
+            grow = ~saturated & (t.iterations > PCG_GROW_ITERATIONS)
+            shrink = (
+                ~grow
+                & (t.iterations <= PCG_SHRINK_ITERATIONS)
+                & (8.0 * deff < xp.astype(rank_a, deff.dtype))
+            )
         index = xp.where(grow, xp.minimum(index + 1, len(ladder) - 1), index)
         index = xp.where(shrink, xp.maximum(index - 1, 0), index)
         return xp.take(ladder_a, xp.reshape(index, (1,)))[0]

@@ -208,6 +208,26 @@ def test_solvers_take_only_their_own_options():
         sl.Dense().solve(sl.Dense().init(np.eye(3)), damping=1.0)
 
 
+def test_pcg_stops_at_its_default_cap_with_a_descent_direction(backend64):
+    """Without ``maxiter``, CG stops after ``min(100, P)`` iterations: the status says so,
+    and the capped iterate is still a descent direction (``g^T d > 0``)."""
+    rng = np.random.default_rng(3)
+    N, P = 400, 300
+    U = np.linalg.qr(rng.standard_normal((N, P)))[0]
+    V = np.linalg.qr(rng.standard_normal((P, P)))[0]
+    J = backend64.asarray((U * np.logspace(0, -6, P)) @ V.T)
+    r = backend64.asarray(rng.standard_normal(N))
+    solver = sl.NystromPCG(rank=2, rtol=1e-15)
+    state = solver.init(J, r, seed=0)
+    d, info = solver.solve(state, damping=1e-12)
+    assert int(info.iterations) == 100
+    assert info.status == sl.Status.MAX_ITERATIONS and not info.converged
+    g = backend64.to_numpy(J).T @ backend64.to_numpy(r)
+    assert float(g @ backend64.to_numpy(d)) > 0
+    _, info = sl.NystromPCG(rank=2, rtol=1e-15, maxiter=P).solve(state, damping=1e-12)
+    assert int(info.iterations) > 100
+
+
 def test_pcg_status_names_nonfinite_input():
     res = sl.pcg(np.eye(3), np.array([1.0, np.nan, 0.0]), mu=1.0)
     assert int(res.status) == sl.Status.NONFINITE and not res.converged

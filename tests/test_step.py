@@ -180,6 +180,21 @@ def test_engine_options_are_checked_once():
     assert engine.solver == sl.Nystrom(rank=7) and engine.momentum == 0.5
 
 
+def _jax_linear_step(engine, A, y):
+    """One engine step on ``0.5 ||A theta - y||^2`` in JAX, with a vectorized trial loss."""
+    import jax.numpy as jnp
+
+    def step(theta, state, key):
+        def trial(etas, d):
+            res = (theta[None, :] - etas[:, None] * d[None, :]) @ A.T - y[None, :]
+            return 0.5 * jnp.sum(res * res, axis=1)
+
+        update, state, _ = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=key)
+        return update, state
+
+    return step
+
+
 def test_engine_traces_under_jit_like_eager():
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
@@ -190,14 +205,7 @@ def test_engine_traces_under_jit_like_eager():
     y = jnp.asarray(rng.standard_normal(12))
     for solver in (sl.Dense(), sl.Woodbury(), sl.Nystrom(rank=5), sl.NystromPCG(rank=3)):
         engine = sl.StepEngine(solver, damping=1e-3, line_search="armijo", momentum=0.3)
-
-        def step(theta, state, key, engine=engine):
-            def trial(etas, d):
-                res = (theta[None, :] - etas[:, None] * d[None, :]) @ A.T - y[None, :]
-                return 0.5 * jnp.sum(res * res, axis=1)
-
-            update, state, _ = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=key)
-            return update, state
+        step = _jax_linear_step(engine, A, y)
 
         theta = jnp.zeros(5)
         key = jax.random.key(0)
@@ -311,6 +319,44 @@ def test_adaptive_rank_climbs_when_the_sketch_misses_curvature(backend64):
     assert info.rank in (100, 200)
 
 
+def _pcg_ranks(backend, singular_values, N, P, steps=3):
+    """The sizes an adaptive Nystrom-PCG preconditioner takes on a linear problem."""
+    rng = np.random.default_rng(4)
+    U = np.linalg.qr(rng.standard_normal((N, P)))[0]
+    V = np.linalg.qr(rng.standard_normal((P, P)))[0]
+    A = backend.asarray((U * singular_values(P)) @ V.T)
+    y = backend.asarray(rng.standard_normal(N))
+    engine = sl.StepEngine(sl.NystromPCG(), damping=1e-10, line_search="grid")
+    assert engine.adaptive_rank
+    theta = backend.asarray(np.zeros(P))
+    state, ranks = engine.init(theta), []
+    for seed in range(steps):
+
+        def trial(etas, d, theta=theta):
+            res = A @ (theta[:, None] - d[:, None] * etas[None, :]) - y[:, None]
+            return 0.5 * backend.xp.sum(res * res, axis=0)
+
+        update, state, _ = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=seed)
+        theta = theta + update
+        ranks.append(int(backend.to_numpy(state.rank)))
+    return ranks
+
+
+def test_adaptive_pcg_preconditioner_follows_cg_iterations(backend64):
+    """Nystrom-PCG's sketch is a preconditioner: it grows while CG needs more than
+    PCG_GROW_ITERATIONS iterations (a flat spectrum) and shrinks when CG converges at once
+    and d_eff is far below it (a spectrum of rank 4)."""
+    from sketchlinalg._step import PCG_GROW_ITERATIONS
+
+    if backend64.name == "jax":
+        pytest.skip("JAX: the same engine code as the other backends; eagerly it compiles 30 s")
+    assert PCG_GROW_ITERATIONS == 25
+    flat = _pcg_ranks(backend64, lambda P: np.logspace(0, -4, P), 800, 800)
+    assert flat[0] == 200, flat  # from the first size, 100 (ladder 25 ... 200)
+    low = _pcg_ranks(backend64, lambda P: np.r_[np.ones(4), np.zeros(P - 4)], 600, 400)
+    assert low[0] == 50 and low == sorted(low, reverse=True), low
+
+
 def test_stall_is_reported_once_with_what_was_tried():
     A, y = np.eye(3), np.ones(3)
     engine = sl.StepEngine(sl.Dense(), damping=1e-3, line_search=None, stall_window=3)
@@ -351,14 +397,7 @@ def test_adaptive_engine_traces_under_jit_like_eager():
     y = jnp.asarray(rng.standard_normal(60))
     for solver in (sl.Woodbury(), sl.Nystrom()):
         engine = sl.StepEngine(solver, line_search="grid")
-
-        def step(theta, state, key, engine=engine):
-            def trial(etas, d):
-                res = (theta[None, :] - etas[:, None] * d[None, :]) @ A.T - y[None, :]
-                return 0.5 * jnp.sum(res * res, axis=1)
-
-            update, state, _ = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=key)
-            return update, state
+        step = _jax_linear_step(engine, A, y)
 
         theta = jnp.zeros(80)
         state = engine.init(theta)

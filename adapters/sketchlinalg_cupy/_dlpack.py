@@ -13,6 +13,7 @@ from typing import Any
 import array_api_compat as _compat
 
 from sketchlinalg._interop import check_importable, exchange
+from sketchlinalg._interop import dlpack_exchange as _core_exchange
 
 from ._device import cupy_namespace, import_cupy
 
@@ -46,17 +47,11 @@ def dlpack_exchange(x: Array, xp: Any = None) -> Array:
     >>> a.tolist()
     [1.0, 1.0, 1.0]
     """
-    where = "dlpack_exchange"
     if xp is None:
         # Check before importing CuPy, so the message is about the array, not the install.
-        check_importable(x, "cupy", name="x", where=where)
-        xp = cupy_namespace(where)
-    elif not callable(getattr(xp, "from_dlpack", None)):
-        raise TypeError(
-            f"{where}: xp must be an array namespace or module with a from_dlpack function "
-            f"(cupy, torch, jax.numpy, numpy), got {xp!r}"
-        )
-    return exchange(x, xp, name="x", where=where)
+        check_importable(x, "cupy", name="x", where="dlpack_exchange")
+        xp = cupy_namespace("dlpack_exchange")
+    return _core_exchange(x, xp)
 
 
 def from_torch(tensor: Any) -> Array:

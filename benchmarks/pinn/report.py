@@ -307,6 +307,69 @@ def defaults_section(
     return "\n".join(out)
 
 
+def _at_step(rec: dict[str, Any], k: int) -> dict[str, Any] | None:
+    """The last trace point at or before step ``k``."""
+    points = [p for p in rec.get("trace") or [] if p.get("step", math.inf) <= k]
+    return points[-1] if points else None
+
+
+def rerun_section(records: Sequence[dict[str, Any]], reruns: Sequence[dict[str, Any]]) -> str:
+    """Issue 15: tuned rows rerun with the current code, next to the committed records."""
+    if not reruns:
+        return ""
+    committed = {(_problem_key(r), r["framework"], r["optimizer"]): r for r in records}
+    rows = []
+    for r in reruns:
+        old = committed.get((_problem_key(r), r["framework"], r["optimizer"]))
+        ratio = _err(r) / _err(old) if old is not None else math.nan
+        same = "-"
+        if old is not None:  # per-step accuracy apart from per-step time
+            k = min(int(r.get("iterations", 0)), int(old.get("iterations", 0)))
+            a, b = _at_step(old, k), _at_step(r, k)
+            if a is not None and b is not None:
+                same = (
+                    f"{format_float(a['rel_l2'])} (step {a['step']}) / "
+                    f"{format_float(b['rel_l2'])} (step {b['step']})"
+                )
+        rows.append(
+            [
+                _problem_key(r),
+                r["framework"],
+                r["optimizer"],
+                format_float(_err(old)) if old is not None else "-",
+                format_float(_err(r)),
+                f"{ratio:.2g}x" if math.isfinite(ratio) else "-",
+                str(old.get("iterations", "-")) if old is not None else "-",
+                str(r.get("iterations", "-")),
+                same,
+            ]
+        )
+    header = [
+        "problem",
+        "framework",
+        "optimizer",
+        "committed rel. L2",
+        "rerun rel. L2",
+        "rerun / committed",
+        "committed steps",
+        "rerun steps",
+        "at the common step: committed / rerun",
+    ]
+    return "\n".join(
+        [
+            "## Tuned rows rerun with the current code (issue 15)",
+            "",
+            "The same tuned configurations, budget and pinning as the committed records "
+            "(`rerun_issue15_*.jsonl`), run through the step engine in the core. The last "
+            "column compares the two traces at the last evaluation before the smaller step "
+            "count: the accuracy per step, apart from the time per step.",
+            "",
+            markdown_table(header, rows),
+            "",
+        ]
+    )
+
+
 def make_title(rec: dict[str, Any]) -> str:
     """``name: title`` of a record's problem."""
     from .problems import make_problem
@@ -385,9 +448,9 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     runs = args.runs or sorted(RESULTS.glob("runs*.jsonl"))
     records = load(runs)
-    float32_path, extra_path = RESULTS / "float32_runs.jsonl", RESULTS / "extra_runs.jsonl"
-    float32 = load([float32_path]) if float32_path.exists() else []
-    extra = load([extra_path]) if extra_path.exists() else []
+    float32 = load(sorted(RESULTS.glob("float32_runs*.jsonl")))
+    extra = load(sorted(RESULTS.glob("extra_runs*.jsonl")))
+    reruns = load(sorted(RESULTS.glob("rerun_issue15_*.jsonl")))
     if not records:
         raise SystemExit(f"no full-benchmark records in {[str(p) for p in runs]}")
     order = {name: i for i, name in enumerate(PROBLEMS)}
@@ -432,6 +495,8 @@ def main(argv: list[str] | None = None) -> str:
         target_checks(records, steptime),
         "",
         defaults_section(records, float32, extra),
+        "",
+        rerun_section(records, reruns),
         "",
         "## All runs",
         "",
