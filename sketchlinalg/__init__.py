@@ -22,8 +22,9 @@ Status vocabulary
     :class:`Status`, :func:`status_message`, :class:`Method`.
 The step engine (shared by the JAX and PyTorch optimizers)
     :class:`StepEngine`, :class:`StepState`, :class:`StepInfo`, :class:`StepWarning`,
-    :data:`OPTIMIZERS`, :func:`grid_line_search`, :func:`armijo_line_search`,
-    :class:`LineSearchResult`; for adapters: :func:`check_system`, :func:`forwarded_kwargs`.
+    :data:`OPTIMIZERS`, :data:`SPRING_MOMENTUM`, :func:`grid_line_search`,
+    :func:`armijo_line_search`, :class:`LineSearchResult`; for adapters:
+    :func:`check_system`, :func:`forwarded_kwargs`.
 PINN systems (the adapters supply per-point kernels)
     :class:`Term`, :class:`PINNSystem`, :class:`JacobianOperator`, :func:`check_terms`,
     :func:`stack_residual`, :func:`build_pinn_system`, :func:`jacobian_path`.
@@ -70,6 +71,7 @@ from ._solvers import Auto, choose_method, make_solver
 from ._status import Method, Status, status_message
 from ._step import (
     OPTIMIZERS,
+    SPRING_MOMENTUM,
     StepEngine,
     StepInfo,
     StepState,
@@ -88,6 +90,7 @@ __all__ = [
     "METHODS",
     "OPTIMIZERS",
     "PATHS",
+    "SPRING_MOMENTUM",
     "SKETCH_KINDS",
     "SVD",
     "AdaptiveNystromResult",

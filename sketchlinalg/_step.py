@@ -57,6 +57,7 @@ from ._validation import check_int, check_nonnegative
 
 __all__ = [
     "OPTIMIZERS",
+    "SPRING_MOMENTUM",
     "StepEngine",
     "StepInfo",
     "StepState",
@@ -76,6 +77,8 @@ OPTIMIZERS = {
     "nystrom-pcg": "nystrom-pcg",
     "spring": "woodbury",
 }
+#: SPRING's default momentum ``beta`` in both adapters (the PINN suite's tuned setting).
+SPRING_MOMENTUM = 0.5
 _STEP_OPTIONS = (
     "damping",
     "initial_damping",

@@ -267,6 +267,13 @@ def test_the_jacobian_path_is_the_cores_choice_in_both():
         assert tr.system(None, memory_budget=budget).path == path
 
 
+def test_spring_default_momentum_is_the_cores():
+    import inspect
+
+    assert inspect.signature(slj.spring).parameters["momentum"].default == sl.SPRING_MOMENTUM
+    assert slt.SPRING.option_defaults["momentum"] == sl.SPRING_MOMENTUM
+
+
 @pytest.mark.parametrize("name", ["engd-woodbury", "spring"])
 def test_the_adaptive_defaults_agree_too(name):
     """No damping given: the damping starts relative to the spectrum and adapts, in the core,

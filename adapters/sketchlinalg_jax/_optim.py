@@ -173,7 +173,7 @@ def nystrom_pcg(system_fn: SystemFn, **kwargs: Any) -> optax.GradientTransformat
 
 
 def spring(
-    system_fn: SystemFn, *, momentum: float = 0.5, **kwargs: Any
+    system_fn: SystemFn, *, momentum: float = sl.SPRING_MOMENTUM, **kwargs: Any
 ) -> optax.GradientTransformationExtraArgs:
     """SPRING: the Woodbury direction with momentum ``beta`` (Goldshlager et al. 2024):
     ``phi_k = J^T (J J^T + mu I)^{-1} (r - beta J phi_{k-1}) + beta phi_{k-1}``."""

@@ -353,8 +353,8 @@ class NystromPCG(NaturalGradient):
 
 class SPRING(NaturalGradient):
     """SPRING (Goldshlager, Abrahamsen, Lin, J. Comput. Phys. 2024): the Woodbury direction
-    with momentum ``beta`` (default 0.5): ``phi_k = J^T (J J^T + mu I)^{-1} (r - beta J
-    phi_{k-1}) + beta phi_{k-1}``."""
+    with momentum ``beta`` (default :data:`sketchlinalg.SPRING_MOMENTUM`, 0.5):
+    ``phi_k = J^T (J J^T + mu I)^{-1} (r - beta J phi_{k-1}) + beta phi_{k-1}``."""
 
     method = "woodbury"
-    option_defaults: ClassVar[dict[str, Any]] = {"momentum": 0.5}
+    option_defaults: ClassVar[dict[str, Any]] = {"momentum": sl.SPRING_MOMENTUM}
