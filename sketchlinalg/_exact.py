@@ -292,7 +292,7 @@ class SVD(DirectionSolver):
             "svd: thin SVD of J, damping by filter factors",
             effective_dimension=deff,
             predicted_decrease=pred,
-            gram_scale=xp.max(s) ** 2,
+            gram_scale=self.scale(state),
             slope=slope,
             curvature=curvature,
         )

@@ -191,3 +191,11 @@ class LowRankPSD:
             )
             X = U @ (inv[:, None] * UtB)
         return X[:, 0] if vec else X
+
+
+def smallest_positive(xp: Any, lam: Array) -> Array:
+    """The smallest positive entry of ``lam`` (``lam_l`` of a sketch, whose zero-padded
+    tail is skipped), or ``0`` when none is positive."""
+    positive = xp.where(lam > 0, lam, xp.full_like(lam, float("inf")))
+    smallest = xp.min(positive)
+    return xp.where(xp.isfinite(smallest), smallest, xp.zeros_like(smallest))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _dispatch
-from ._lowrank import LowRankPSD
+from ._lowrank import LowRankPSD, smallest_positive
 from ._operator import FunctionOperator, LinearOperator
 from ._validation import check_nonnegative
 
@@ -51,10 +51,7 @@ def nystrom_preconditioner(approx: LowRankPSD, mu: float | Array) -> LinearOpera
     )
     U, lam = approx.eigenvectors, approx.eigenvalues
     xp = approx.xp
-    # lam_l: the smallest positive kept eigenvalue (a zero-padded sketch has trailing zeros)
-    positive = xp.where(lam > 0, lam, xp.full_like(lam, float("inf")))
-    smallest = xp.min(positive)
-    lam_l = xp.where(xp.isfinite(smallest), smallest, xp.zeros_like(smallest))
+    lam_l = smallest_positive(xp, lam)  # a zero-padded sketch has trailing zeros
     scale = (lam_l + mu) / (lam + mu)
 
     def apply(X: Array) -> Array:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from . import _dispatch
 from ._estimate import estimate_error
-from ._lowrank import SOLVE_MODES, LowRankPSD
+from ._lowrank import SOLVE_MODES, LowRankPSD, smallest_positive
 from ._nystrom import CORES, nystrom_from_sketch
 from ._operator import LinearOperator, gram, kernel
 from ._pcg import pcg
@@ -182,11 +182,8 @@ class _WithInverse(_Sketched):
         """The smallest kept eigenvalue ``lam_l`` of a sketch below full rank: with a smaller
         ``mu``, the Woodbury inverse scales the part of ``g`` outside the sketched range by
         ``1/mu`` (far more than any direction it resolves); ``0`` once saturated."""
-        lam = state.approx.eigenvalues
-        xp = _dispatch.namespace(lam)
-        positive = xp.where(lam > 0, lam, xp.full_like(lam, float("inf")))
-        smallest = xp.min(positive)
-        floor = xp.where(xp.isfinite(smallest), smallest, xp.zeros_like(smallest))
+        xp = state.approx.xp
+        floor = smallest_positive(xp, state.approx.eigenvalues)
         return xp.where(xp.asarray(state.saturated), xp.zeros_like(floor), floor)
 
 
