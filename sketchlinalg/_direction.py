@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _dispatch
-from ._operator import LinearOperator, aslinearoperator
+from ._operator import LinearOperator, as_operator
 from ._solvers import DirectionInfo, Woodbury, make_solver
 from ._status import Method
 from ._validation import check_nonnegative
@@ -98,7 +98,7 @@ def natural_gradient_direction(
     ('nystrom', 'SUCCESS', True)
     """
     solver = make_solver(method, **options)
-    J = aslinearoperator(J)
+    J = as_operator(J, "J")
     solver.check_damping(damping, J.xp, J.dtype)
     return solver.solve(solver.init(J, r, seed=seed), damping=damping)
 
@@ -110,7 +110,7 @@ def spring_direction(
     *,
     damping: float | Array,
     momentum: float | Array,
-) -> Array:
+) -> tuple[Array, DirectionInfo]:
     r"""SPRING direction: natural gradient with Kaczmarz-style momentum, in kernel form.
 
     .. math::
@@ -136,27 +136,37 @@ def spring_direction(
 
     Returns
     -------
-    array of shape (P,)
+    phi : array of shape (P,)
+    info : DirectionInfo
+        The Woodbury solve's record; ``info.status`` is :attr:`Status.NONFINITE` when
+        ``J``, ``r``, ``previous`` or the result holds NaN or Inf (never a silent NaN).
 
     References
     ----------
     Goldshlager, Abrahamsen, Lin. A Kaczmarz-inspired approach to accelerate the
     optimization of neural network wavefunctions. J. Comput. Phys. 2024.
     """
-    J = aslinearoperator(J)
+    J = as_operator(J, "J")
     N, P = J.shape
     if getattr(r, "ndim", None) != 1 or r.shape[0] != N:
-        raise ValueError(f"r must have shape ({N},), got {tuple(getattr(r, 'shape', ()))}")
+        raise ValueError(
+            f"r must have shape ({N},) for J of shape {J.shape}, got "
+            f"{tuple(getattr(r, 'shape', ()))}"
+        )
     if getattr(previous, "ndim", None) != 1 or previous.shape[0] != P:
         raise ValueError(
-            f"previous must have shape ({P},), got {tuple(getattr(previous, 'shape', ()))}"
+            f"previous must have shape ({P},) for J of shape {J.shape}, got "
+            f"{tuple(getattr(previous, 'shape', ()))}"
         )
+    for name, v in (("r", r), ("previous", previous)):
+        if v.dtype != J.dtype:
+            raise TypeError(f"{name} has dtype {v.dtype}, J has {J.dtype}; cast one of them")
     beta = check_momentum(momentum, J.xp, J.dtype)
     solver = Woodbury()
     solver.check_damping(damping, J.xp, J.dtype)
     state = solver.init(J)
-    d, _ = solver.solve(state, r - beta * J.matvec(previous), damping=damping)
-    return d + beta * previous
+    d, info = solver.solve(state, r - beta * J.matvec(previous), damping=damping)
+    return d + beta * previous, info
 
 
 def check_momentum(momentum: Any, xp: Any = None, dtype: Any = None) -> Any:

@@ -8,7 +8,7 @@ from ._lowrank import LowRankPSD
 from ._nystrom import _as_psd_operator
 from ._operator import LinearOperator
 from ._random import Sampler, as_sampler
-from ._validation import check_int
+from ._validation import check_finite, check_int
 
 __all__ = ["estimate_error"]
 
@@ -47,6 +47,12 @@ def estimate_error(
     0-d array
         The estimate (non-negative).
 
+    Raises
+    ------
+    ValueError
+        When the estimate is NaN or Inf (``A`` or ``approx`` holds NaN/Inf, or a product
+        overflows); under ``jax.jit`` the NaN is returned instead.
+
     References
     ----------
     Frangella, Tropp, Udell. Randomized Nystrom preconditioning. SIMAX 2023, Alg. E.1.
@@ -58,6 +64,8 @@ def estimate_error(
         raise TypeError(f"approx must be a LowRankPSD, got {type(approx).__name__}")
     if approx.shape != A.shape:
         raise ValueError(f"approx has shape {approx.shape}, A has {A.shape}")
+    if approx.dtype != A.dtype:
+        raise TypeError(f"approx has dtype {approx.dtype}, A has {A.dtype}; they must match")
     power_iters = check_int(power_iters, "power_iters", low=1)
     xp = A.xp
     v = as_sampler(seed).normal((A.shape[0], 1), xp=xp, dtype=A.dtype, device=A.device)
@@ -69,4 +77,11 @@ def estimate_error(
         norm = xp.linalg.vector_norm(w)
         # E v = 0: the error vanishes on v; keep v (the estimate is then exactly 0).
         v = xp.where(norm > 0, w / xp.where(norm > 0, norm, xp.ones_like(norm)), v)
+    check_finite(
+        xp,
+        estimate,
+        "estimate_error: the estimate",
+        "A or approx holds NaN/Inf, or their products overflow (under jax.jit the NaN is "
+        "returned: test it with isfinite)",
+    )
     return xp.maximum(estimate, xp.zeros_like(estimate))

@@ -27,7 +27,7 @@ from ._random import as_sampler
 from ._solver_base import DEFAULT_RANK, DirectionSolver
 from ._solvers import choose_method, make_solver, solver_options
 from ._status import Status
-from ._validation import check_int
+from ._validation import check_float_dtype, check_int
 
 __all__ = ["LeastSquaresResult", "least_squares"]
 
@@ -308,8 +308,7 @@ def least_squares(
             f"dtype=float)), got {type(x0).__name__}"
         )
     xp = _compat.array_namespace(x0)
-    if not xp.isdtype(x0.dtype, "real floating"):
-        raise TypeError(f"x0 must have a real floating dtype, got {x0.dtype}")
+    check_float_dtype(xp, x0.dtype, "x0's dtype")
     if x0.ndim == 0:
         x0 = xp.reshape(x0, (1,))
     if x0.ndim != 1:

@@ -8,12 +8,13 @@ itself is array-API code that traces under ``jax.jit``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import _dispatch
 from ._status import Status
-from ._validation import check_int, check_nonnegative
+from ._validation import check_float_dtype, check_int, check_nonnegative
 
 __all__ = ["LINE_SEARCHES", "LineSearchResult", "armijo_line_search", "grid_line_search"]
 
@@ -94,13 +95,13 @@ def grid_line_search(trial_loss: TrialLoss, loss0: Array, *, num: int = 31) -> L
     (0.5, 'SUCCESS')
     """
     num = check_int(num, "num", low=1)
-    xp = _dispatch.namespace(loss0)
+    xp = _check_search(trial_loss, loss0, "grid_line_search")
     etas = 0.5 ** xp.arange(num, dtype=loss0.dtype, device=_dispatch.device_of(loss0))
     losses = trial_loss(etas)
-    if tuple(losses.shape) != (num,):
+    if not _dispatch.is_array(losses) or tuple(losses.shape) != (num,):
         raise ValueError(
             f"grid_line_search: trial_loss must return shape ({num},) for {num} step sizes, "
-            f"got {tuple(losses.shape)}"
+            f"got {_describe(losses)}"
         )
     losses = xp.where(xp.isfinite(losses), losses, xp.full_like(losses, float("inf")))
     best = xp.argmin(losses)
@@ -157,16 +158,27 @@ def armijo_line_search(
         raise ValueError(f"c must be in (0, 1), got {c}")
     max_halvings = check_int(max_halvings, "max_halvings", low=0)
     eta0 = check_nonnegative(eta0, "eta0", strict=True)
-    xp = _dispatch.namespace(loss0)
+    xp = _check_search(trial_loss, loss0, "armijo_line_search")
     zero = xp.zeros_like(loss0)
-    slope = xp.asarray(slope, dtype=loss0.dtype) if not _dispatch.is_array(slope) else slope
+    if _dispatch.is_array(slope):
+        if getattr(slope, "ndim", None) != 0:
+            raise ValueError(
+                f"armijo_line_search: slope must be a scalar, got shape {tuple(slope.shape)}"
+            )
+    elif isinstance(slope, numbers.Real) and not isinstance(slope, bool):
+        slope = xp.asarray(float(slope), dtype=loss0.dtype)
+    else:
+        raise TypeError(
+            f"armijo_line_search: slope must be a real number or a 0-d array, got "
+            f"{type(slope).__name__}"
+        )
 
     def loss_at(eta: Array) -> Array:
         out = trial_loss(xp.reshape(eta, (1,)))
-        if tuple(out.shape) != (1,):
+        if not _dispatch.is_array(out) or tuple(out.shape) != (1,):
             raise ValueError(
                 f"armijo_line_search: trial_loss must return shape (1,) for one step size, "
-                f"got {tuple(out.shape)}"
+                f"got {_describe(out)}"
             )
         return out[0]
 
@@ -193,3 +205,23 @@ def armijo_line_search(
         j + 1,
         first,
     )
+
+
+def _check_search(trial_loss: Any, loss0: Any, where: str) -> Any:
+    """The namespace of a line search's ``loss0`` (a 0-d real floating array)."""
+    if not callable(trial_loss):
+        raise TypeError(f"{where}: trial_loss must be callable, got {type(trial_loss).__name__}")
+    if not _dispatch.is_array(loss0) or getattr(loss0, "ndim", None) != 0:
+        raise TypeError(
+            f"{where}: loss0 must be a 0-d array (its dtype and namespace are the search's), "
+            f"got {_describe(loss0)}"
+        )
+    xp = _dispatch.namespace(loss0)
+    check_float_dtype(xp, loss0.dtype, f"{where}: loss0's dtype")
+    return xp
+
+
+def _describe(value: Any) -> str:
+    if _dispatch.is_array(value):
+        return f"an array of shape {tuple(value.shape)}"
+    return type(value).__name__

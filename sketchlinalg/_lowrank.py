@@ -8,7 +8,7 @@ import array_api_compat as _compat
 
 from . import _dispatch
 from ._operator import FunctionOperator, LinearOperator
-from ._validation import check_nonnegative, check_rhs
+from ._validation import check_float_dtype, check_nonnegative, check_rhs
 
 __all__ = ["LowRankPSD"]
 
@@ -40,6 +40,9 @@ class LowRankPSD:
     def __init__(
         self, eigenvectors: Array, eigenvalues: Array, shift: Any = 0.0, core: str = "given"
     ) -> None:
+        for name, a in (("eigenvectors", eigenvectors), ("eigenvalues", eigenvalues)):
+            if not _dispatch.is_array(a):
+                raise TypeError(f"{name} must be an array, got {type(a).__name__}")
         xp = _compat.array_namespace(eigenvectors, eigenvalues)
         if eigenvectors.ndim != 2 or eigenvalues.ndim != 1:
             raise ValueError(
@@ -50,6 +53,16 @@ class LowRankPSD:
             raise ValueError(
                 f"eigenvectors have {eigenvectors.shape[1]} columns but there are "
                 f"{eigenvalues.shape[0]} eigenvalues"
+            )
+        check_float_dtype(xp, eigenvectors.dtype, "eigenvectors' dtype")
+        if eigenvalues.dtype != eigenvectors.dtype:
+            raise TypeError(
+                f"eigenvalues have dtype {eigenvalues.dtype}, eigenvectors "
+                f"{eigenvectors.dtype}; they must match"
+            )
+        if eigenvectors.shape[0] == 0:
+            raise ValueError(
+                f"eigenvectors must have at least one row, got shape {tuple(eigenvectors.shape)}"
             )
         self.eigenvectors = eigenvectors
         self.eigenvalues = eigenvalues

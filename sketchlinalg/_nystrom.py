@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import _dispatch
+from . import _dispatch, _validation
 from ._lowrank import LowRankPSD
-from ._operator import LinearOperator, aslinearoperator
+from ._operator import LinearOperator, as_operator
 from ._random import Sampler, as_sampler
-from ._sketch import sketch_matrix
+from ._sketch import SKETCH_KINDS, sketch_matrix
 from ._thin_svd import thin_svd
 from ._validation import check_finite, check_int
 
@@ -95,6 +95,10 @@ def nystrom(
     oversample = check_int(oversample, "oversample", low=0)
     if core not in CORES:
         raise ValueError(f"core must be one of {CORES}, got {core!r}")
+    if not _dispatch.is_array(sketch) and (
+        not isinstance(sketch, str) or sketch not in SKETCH_KINDS
+    ):
+        raise ValueError(f"sketch must be one of {SKETCH_KINDS} or an array, got {sketch!r}")
     if _dispatch.is_array(sketch):
         Omega: Any = sketch
         if Omega.ndim != 2 or Omega.shape[0] != n or not rank <= Omega.shape[1] <= n:
@@ -110,7 +114,15 @@ def nystrom(
     Y = A.matmat(Omega)
     if check_finite:
         check_finite_product(A.xp, Y)
-    return nystrom_from_sketch(A.xp, Omega, Y, rank=rank, core=core)
+    approx = nystrom_from_sketch(A.xp, Omega, Y, rank=rank, core=core)
+    if check_finite:
+        _validation.check_finite(
+            A.xp,
+            approx.eigenvalues,
+            "the Nystrom approximation",
+            f"A's entries overflow {A.dtype} in the sketch's products; rescale A",
+        )
+    return approx
 
 
 def check_finite_product(xp: Any, Y: Array) -> None:
@@ -138,7 +150,11 @@ def nystrom_from_sketch(
     tracing = _dispatch.is_tracing(Omega, Y)
     # Shift: nu = eps ||Y||_F, floored so that an all-zero product still factorizes.
     floor = math.sqrt(float(finfo.smallest_normal))
-    nu = xp.maximum(eps * xp.linalg.matrix_norm(Y), xp.asarray(floor, dtype=dtype))
+    # ||Y||_F computed as s ||Y / s||_F (s = max |Y|): the plain sum of squares overflows
+    # for entries above sqrt(max float).
+    s = xp.max(xp.abs(Y))
+    s = xp.where(s > 0, s, xp.ones_like(s))
+    nu = xp.maximum(eps * s * xp.linalg.matrix_norm(Y / s), xp.asarray(floor, dtype=dtype))
     Y_nu = Y + nu * Omega
     M = Omega.T @ Y_nu
     M = 0.5 * (M + M.T)
@@ -179,7 +195,7 @@ def _as_psd_operator(A: Any, name: str, where: str) -> LinearOperator:
             raise ValueError(
                 f"{where}: {name} must be a square 2-D array, got shape {tuple(A.shape)}"
             )
-        return aslinearoperator(A, psd=True)
+        return as_operator(A, name, psd=True)
     raise TypeError(
         f"{where}: {name} must be a LinearOperator or a 2-D array, got {type(A).__name__}"
     )

@@ -15,13 +15,14 @@ Only real floating dtypes are supported: for them the adjoint is the transpose.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import array_api_compat as _compat
 
 from . import _dispatch
-from ._validation import check_int
+from ._validation import check_float_dtype, check_int
 
 __all__ = ["FunctionOperator", "LinearOperator", "aslinearoperator", "gram", "kernel"]
 
@@ -61,8 +62,7 @@ class LinearOperator:
         psd: bool = False,
     ) -> None:
         shape = _check_shape(shape)
-        if not xp.isdtype(dtype, "real floating"):
-            raise TypeError(f"dtype must be a real floating dtype, got {dtype}")
+        check_float_dtype(xp, dtype, "dtype")
         if (symmetric or psd) and shape[0] != shape[1]:
             raise ValueError(f"a symmetric or PSD operator must be square, got shape {shape}")
         self.shape: tuple[int, int] = shape
@@ -365,6 +365,14 @@ def aslinearoperator(
     >>> op.shape, op.is_psd
     ((3, 3), True)
     """
+    return as_operator(A, "A", symmetric=symmetric, psd=psd)
+
+
+def as_operator(
+    A: Array | LinearOperator, name: str, *, symmetric: bool = False, psd: bool = False
+) -> LinearOperator:
+    """:func:`aslinearoperator` for an entry point whose argument is called ``name``: every
+    message names it (``J must be 2-D ...``, ``J's dtype float16 is not supported ...``)."""
     if isinstance(A, LinearOperator):
         if (psd and not A.is_psd) or (symmetric and not A.is_symmetric):
             return FunctionOperator(
@@ -379,9 +387,16 @@ def aslinearoperator(
             )
         return A
     if not _dispatch.is_array(A):
-        raise TypeError(f"A must be a 2-D array or a LinearOperator, got {type(A).__name__}")
+        raise TypeError(f"{name} must be a 2-D array or a LinearOperator, got {type(A).__name__}")
     if A.ndim != 2:
-        raise ValueError(f"A must be 2-D, got an array of shape {tuple(A.shape)}")
+        raise ValueError(f"{name} must be 2-D, got an array of shape {tuple(A.shape)}")
+    if 0 in tuple(A.shape):
+        raise ValueError(f"{name} must have positive dimensions, got shape {tuple(A.shape)}")
+    if (symmetric or psd) and A.shape[0] != A.shape[1]:
+        raise ValueError(
+            f"{name} must be square to be tagged symmetric or PSD, got shape {tuple(A.shape)}"
+        )
+    check_float_dtype(_compat.array_namespace(A), A.dtype, f"{name}'s dtype")
     return _MatrixOperator(A, symmetric=symmetric, psd=psd)
 
 
@@ -400,7 +415,7 @@ def gram(J: Array | LinearOperator, weights: Array | None = None) -> LinearOpera
     weights : array, optional
         Non-negative residual weights ``w`` of shape ``(N,)``; ``W = diag(w)``.
     """
-    J = aslinearoperator(J)
+    J = as_operator(J, "J")
     w = _check_weights(weights, J, J.shape[0], "gram")
     return _GramOperator(J, w)
 
@@ -418,7 +433,7 @@ def kernel(J: Array | LinearOperator, weights: Array | None = None) -> LinearOpe
     weights : array, optional
         Non-negative parameter weights ``w`` of shape ``(P,)``; ``W = diag(w)``.
     """
-    J = aslinearoperator(J)
+    J = as_operator(J, "J")
     w = _check_weights(weights, J, J.shape[1], "kernel")
     return _KernelOperator(J, w)
 
@@ -426,9 +441,12 @@ def kernel(J: Array | LinearOperator, weights: Array | None = None) -> LinearOpe
 # ------------------------------------------------------------------------------------
 def _check_shape(shape: Any) -> tuple[int, int]:
     try:
-        m, n = (int(s) for s in shape)
+        m, n = shape
     except (TypeError, ValueError):
         raise ValueError(f"shape must be a pair of ints (m, n), got {shape!r}") from None
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in (m, n)):
+        raise ValueError(f"shape must be a pair of ints (m, n), got {shape!r}")
+    m, n = int(m), int(n)
     if m < 1 or n < 1:
         raise ValueError(f"shape must have positive entries, got {(m, n)}")
     return m, n
@@ -449,11 +467,11 @@ def _check_weights(
         return None
     if not _dispatch.is_array(weights) or weights.ndim != 1 or weights.shape[0] != length:
         raise ValueError(
-            f"{where}: weights must be a 1-D array of length {length} for an operator of shape "
+            f"{where}: weights must be a 1-D array of length {length} for J of shape "
             f"{J.shape}, got {tuple(getattr(weights, 'shape', ()))}"
         )
     if weights.dtype != J.dtype:
-        raise TypeError(f"{where}: weights have dtype {weights.dtype}, operator has {J.dtype}")
+        raise TypeError(f"{where}: weights have dtype {weights.dtype}, J has {J.dtype}")
     if not _dispatch.is_tracing(weights) and not bool(J.xp.all(weights >= 0)):
         raise ValueError(f"{where}: weights must be non-negative (the result must stay PSD)")
     return weights

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import _dispatch
-from ._operator import LinearOperator, aslinearoperator
+from ._operator import LinearOperator, as_operator
 from ._status import Status
 from ._validation import check_int, check_nonnegative, check_rhs
 
@@ -131,22 +131,22 @@ def pcg(
             f"pcg: A must be tagged symmetric or PSD (e.g. gram(J), aslinearoperator(A, "
             f"psd=True)), got {A!r}"
         )
-    A = aslinearoperator(A)
+    A = as_operator(A, "A")
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"pcg: A must be square, got shape {A.shape}")
     n = A.shape[0]
     xp = A.xp
     mu = check_nonnegative(mu, "mu", xp=xp, dtype=A.dtype)
-    B, vec = check_rhs(b, n, A.dtype, "b", "pcg")
+    B, vec = check_rhs(b, n, A.dtype, "b", "pcg", "A")
     eps = float(xp.finfo(A.dtype).eps)
     rtol = math.sqrt(eps) if rtol is None else rtol
-    rtol = check_nonnegative(rtol, "rtol")
-    atol = check_nonnegative(atol, "atol")
+    rtol = check_nonnegative(rtol, "rtol", xp=xp, dtype=A.dtype)
+    atol = check_nonnegative(atol, "atol", xp=xp, dtype=A.dtype)
     maxiter = n if maxiter is None else check_int(maxiter, "maxiter", low=0)
     if x0 is None:
         X = xp.zeros_like(B)
     else:
-        X, _ = check_rhs(x0, n, A.dtype, "x0", "pcg")
+        X, _ = check_rhs(x0, n, A.dtype, "x0", "pcg", "A")
         if X.shape != B.shape:
             raise ValueError(f"pcg: x0 has shape {tuple(x0.shape)}, b has {tuple(b.shape)}")
 
@@ -165,7 +165,7 @@ def pcg(
             )
         apply_P = preconditioner.matmat
     elif callable(preconditioner):
-        apply_P = preconditioner
+        apply_P = _checked_callable(preconditioner, A.dtype)
     else:
         raise TypeError(
             "pcg: preconditioner must be a LinearOperator, a callable or None, got "
@@ -291,3 +291,23 @@ def _message(
             "is not positive definite; rebuild it (mu > 0) or drop it"
         )
     return "; ".join(parts)
+
+
+def _checked_callable(fn: Callable[[Array], Array], dtype: Any) -> Callable[[Array], Array]:
+    """A preconditioner callable whose result is checked for type, shape and dtype."""
+
+    def apply(V: Array) -> Array:
+        out = fn(V)
+        if not _dispatch.is_array(out):
+            raise TypeError(
+                f"pcg: preconditioner returned {type(out).__name__}, expected an array of "
+                f"shape {tuple(V.shape)}"
+            )
+        if tuple(out.shape) != tuple(V.shape) or out.dtype != dtype:
+            raise ValueError(
+                f"pcg: preconditioner returned shape {tuple(out.shape)} and dtype {out.dtype} "
+                f"for a block of shape {tuple(V.shape)}; expected the same shape and dtype {dtype}"
+            )
+        return out
+
+    return apply

@@ -65,6 +65,31 @@ class Term(NamedTuple):
     weight: float = 1.0
     name: str = ""
 
+    def at(self, u: Callable[[Any], Any], x: Any) -> Any:
+        """``residual(u, x)`` for one point, checked to be a scalar of ``x``'s dtype (a 0-d
+        array); the adapters' per-point kernels call it, so that a residual returning a
+        vector or a list is a ``ValueError`` / ``TypeError`` naming the term, not an error
+        inside the framework's autodiff."""
+        out = self.residual(u, x)
+        label = f"Term {self.name!r}" if self.name else "Term"
+        if not _dispatch.is_array(out):
+            raise TypeError(
+                f"{label}: residual(u, x) must return a scalar array for one point, got "
+                f"{type(out).__name__}"
+            )
+        if math.prod(int(s) for s in out.shape) != 1:
+            raise ValueError(
+                f"{label}: residual(u, x) must return a scalar for one point x of shape "
+                f"{tuple(x.shape)}, got shape {tuple(out.shape)} (it is mapped over the points "
+                "by the adapter: write it for one point)"
+            )
+        if out.dtype != x.dtype:
+            raise TypeError(
+                f"{label}: residual(u, x) returned dtype {out.dtype} for points of dtype "
+                f"{x.dtype}; compute it in the points' dtype"
+            )
+        return _dispatch.namespace(out).reshape(out, ())
+
 
 class PINNSystem(NamedTuple):
     """The weighted residual of a PINN and its Jacobian operator.

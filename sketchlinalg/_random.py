@@ -18,6 +18,7 @@ Nothing is global: the same sampler gives the same array every time.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from . import _dispatch
@@ -182,8 +183,10 @@ def as_sampler(seed: int | Sampler | Any) -> Sampler:
     """
     if isinstance(seed, Sampler):
         return seed
-    if _dispatch.is_jax_key(seed) or (isinstance(seed, int) and not isinstance(seed, bool)):
+    if _dispatch.is_jax_key(seed):
         return DefaultSampler(seed)
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return DefaultSampler(_check_int_seed(seed))
     raise TypeError(
         "seed must be a non-negative int, a sketchlinalg.Sampler or a JAX PRNG key; "
         f"got {type(seed).__name__}"
@@ -191,11 +194,11 @@ def as_sampler(seed: int | Sampler | Any) -> Sampler:
 
 
 def _check_int_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    return seed
+    return int(seed)
 
 
 def _prod(shape: tuple[int, ...]) -> int:

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from ._random import Sampler, as_sampler
+from ._validation import check_float_dtype, check_int
 
 __all__ = ["SKETCH_KINDS", "sketch_matrix"]
 
@@ -64,9 +65,9 @@ def sketch_matrix(
     >>> sorted(set(np.abs(Om).ravel().tolist()))
     [1.0]
     """
-    for name, val in (("n", n), ("l", l)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
+    n = check_int(n, "n", low=1)
+    l = check_int(l, "l", low=1)
+    check_float_dtype(xp, dtype, "dtype")
     if kind not in SKETCH_KINDS:
         raise ValueError(f"kind must be one of {SKETCH_KINDS}, got {kind!r}")
     sampler = as_sampler(seed)

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from . import _dispatch
 from ._lowrank import LowRankPSD
-from ._operator import LinearOperator, aslinearoperator
+from ._operator import LinearOperator, as_operator
 from ._sketch import SKETCH_KINDS
 from ._status import Status
 from ._validation import check_int, check_nonnegative
@@ -236,7 +236,7 @@ class DirectionSolver:
 
 
 def _check_system(J: Any, r: Any) -> tuple[LinearOperator, Any]:
-    J = aslinearoperator(J)
+    J = as_operator(J, "J")
     if r is not None:
         _check_residual(J, r, "r")
     return J, J.xp

@@ -48,7 +48,7 @@ from ._direction import METHODS, check_momentum
 from ._linesearch import LINE_SEARCHES, armijo_line_search, grid_line_search
 from ._lowrank import LowRankPSD
 from ._memory import DEFAULT_BUDGET, estimate_memory
-from ._operator import LinearOperator, aslinearoperator
+from ._operator import LinearOperator, as_operator
 from ._sketched import _Sketched
 from ._solver_base import DirectionInfo, DirectionSolver, SketchState
 from ._solvers import make_solver, solver_options
@@ -419,7 +419,7 @@ class StepEngine:
         new_state : StepState
         info : StepInfo
         """
-        J = aslinearoperator(J)
+        J = as_operator(J, "J")
         xp = J.xp
         N, P = J.shape
         if not _dispatch.is_array(r) or r.ndim != 1 or r.shape[0] != N:
@@ -427,6 +427,8 @@ class StepEngine:
                 f"r must have shape ({N},) for J of shape {J.shape}, got "
                 f"{tuple(getattr(r, 'shape', ()))}"
             )
+        if r.dtype != J.dtype:
+            raise TypeError(f"r has dtype {r.dtype}, J has {J.dtype}; cast one of them")
         if state.previous.shape != (P,):
             raise ValueError(
                 f"the state belongs to {state.previous.shape[0]} parameters, J has {P} columns"
@@ -499,6 +501,9 @@ class StepEngine:
             mu_next, nu_next = mu, nu
         d, eta, taken, finite, mu_eff = t.d, t.eta, t.taken, t.finite, t.mu_eff
 
+        # the step itself (a huge learning rate can overflow a finite direction)
+        step = -(lr * eta) * d
+        finite = finite & xp.all(xp.isfinite(step))
         status = _combine(xp, finite, taken, eager)
         rank_next = (
             self._next_rank(xp, ladder, rank, mu_next, floor, setup, t) if ladder is not None else 0
@@ -506,7 +511,7 @@ class StepEngine:
         best, since, status, warned = self._watch(xp, state, loss0, status)
         device = _dispatch.device_of(loss0)
         taken_a = xp.asarray(taken, device=device)
-        step = -(lr * eta) * d
+        step = xp.where(xp.asarray(finite, device=device), step, xp.zeros_like(step))
         new_state = StepState(
             steps=state.steps + 1,
             loss=loss0,
@@ -525,8 +530,8 @@ class StepEngine:
             status = Status(int(status))
             if status is Status.NONFINITE:
                 _warn(
-                    f"natural-gradient step not taken: the direction or the loss holds "
-                    f"NaN/Inf ({dinfo.message})"
+                    f"natural-gradient step not taken: the direction, the loss or the step "
+                    f"(learning rate x step size x direction) holds NaN/Inf ({dinfo.message})"
                 )
             elif status in (Status.STALLED, Status.DIVERGED) and not int(state.warned):
                 _warn(self._stall_message(status, loss0, best, mu_eff, rank, dinfo, setup))

@@ -9,8 +9,9 @@ from typing import Any, NamedTuple
 import array_api_compat as _compat
 
 from ._dispatch import backend_name as target_name
-from ._operator import aslinearoperator
+from ._operator import as_operator
 from ._step import StepEngine, StepInfo
+from ._validation import check_finite
 
 __all__ = ["StepResult", "natural_gradient_step"]
 
@@ -125,7 +126,7 @@ def natural_gradient_step(
     """
     where = "natural_gradient_step"
     arrays, keys = _leaves(params, where)
-    J = aslinearoperator(J)
+    J = as_operator(J, "J")
     xp = J.xp
     backend = target_name(xp)
     for k, a in zip(keys or [None], arrays, strict=True):
@@ -138,6 +139,7 @@ def natural_gradient_step(
             )
         if a.dtype != J.dtype:
             raise TypeError(f"{where}: {label} has dtype {a.dtype}, J has {J.dtype}")
+        check_finite(xp, a, f"{where}: {label}", "the parameters must be finite to be updated")
     sizes = [math.prod(int(s) for s in a.shape) for a in arrays]
     if sum(sizes) != J.shape[1]:
         raise ValueError(

@@ -23,6 +23,21 @@ def check_int(value: Any, name: str, *, low: int, high: int | None = None) -> in
     return value
 
 
+def check_float_dtype(xp: Any, dtype: Any, name: str) -> None:
+    """``float32`` or ``float64``: half precision has no eigensolvers or Cholesky to rely on."""
+    try:
+        floating = xp.isdtype(dtype, "real floating")
+    except Exception:  # each backend raises its own type for a non-dtype
+        floating = False
+    if not floating:
+        raise TypeError(f"{name} must be a real floating dtype (float32 or float64), got {dtype!r}")
+    if dtype not in (xp.float32, xp.float64):
+        raise TypeError(
+            f"{name} {dtype} is not supported: use float32 or float64 (half precision lacks the "
+            "eigendecompositions and Cholesky factorizations the solvers need); cast the inputs"
+        )
+
+
 def check_nonnegative(
     value: Any,
     name: str,
@@ -56,19 +71,28 @@ def check_nonnegative(
         raise ValueError(f"{name} must be > 0{where}, got {number}")
     if number < 0:
         raise ValueError(f"{name} must be >= 0, got {number}")
+    if xp is not None and dtype is not None and number > float(xp.finfo(dtype).max):
+        raise ValueError(
+            f"{name} must be representable in {dtype} (at most {float(xp.finfo(dtype).max):.3e}), "
+            f"got {number:.3e}"
+        )
     return number
 
 
-def check_rhs(B: Any, n: int, dtype: Any, name: str, where: str) -> tuple[Array, bool]:
-    """A vector ``(n,)`` or block ``(n, m)`` of ``dtype``; returns the block and a vector flag."""
+def check_rhs(
+    B: Any, n: int, dtype: Any, name: str, where: str, against: str = "the operator"
+) -> tuple[Array, bool]:
+    """A vector ``(n,)`` or block ``(n, m)`` of ``dtype`` (that of ``against``); returns the
+    block and a vector flag."""
     if not _dispatch.is_array(B):
         raise TypeError(f"{where}: {name} must be an array, got {type(B).__name__}")
     if B.ndim not in (1, 2) or B.shape[0] != n:
         raise ValueError(
-            f"{where}: {name} must have shape ({n},) or ({n}, m), got {tuple(B.shape)}"
+            f"{where}: {name} must have shape ({n},) or ({n}, m) for {against}, got "
+            f"{tuple(B.shape)}"
         )
     if B.dtype != dtype:
-        raise TypeError(f"{where}: {name} has dtype {B.dtype}, expected {dtype}")
+        raise TypeError(f"{where}: {name} has dtype {B.dtype}, {against} has {dtype}")
     return (B[:, None], True) if B.ndim == 1 else (B, False)
 
 

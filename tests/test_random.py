@@ -97,7 +97,7 @@ def test_bad_seeds_are_rejected(bad):
 def test_bad_sketch_arguments():
     with pytest.raises(ValueError, match="kind must be one of"):
         sl.sketch_matrix(4, 2, xp=np, dtype=np.float64, kind="srtt")
-    with pytest.raises(ValueError, match="l must be a positive int"):
+    with pytest.raises(ValueError, match="l must be >= 1"):
         sl.sketch_matrix(4, 0, xp=np, dtype=np.float64)
     with pytest.raises(ValueError, match="nnz_per_row"):
         sl.sketch_matrix(4, 2, xp=np, dtype=np.float64, kind="sparse_sign", nnz_per_row=3)

@@ -35,7 +35,7 @@ def _row(model: Model, term: Term, unravel: Callable[[jax.Array], PyTree]) -> An
                 )
             return jnp.reshape(out, ())
 
-        return jnp.reshape(term.residual(u, x), ())
+        return term.at(u, x)
 
     return row
 

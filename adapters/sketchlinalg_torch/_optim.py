@@ -15,6 +15,7 @@ not give; so the functions are handed to the optimizer once and ``step()`` needs
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -300,9 +301,11 @@ def _generator(
     generator: torch.Generator | None, seed: Any, device: torch.device, where: str
 ) -> torch.Generator:
     if generator is None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
             raise ValueError(f"{where}: seed must be an int >= 0, got {seed!r}")
-        return torch.Generator(device=device).manual_seed(seed)
+        if int(seed) >= 2**64:
+            raise ValueError(f"{where}: seed must be below 2**64 (torch.Generator), got {seed}")
+        return torch.Generator(device=device).manual_seed(int(seed))
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"{where}: generator must be a torch.Generator, got {type(generator)}")
     if generator.device.type != device.type:

@@ -93,7 +93,7 @@ def pinn_residual(
     u = _scalar_model(model, params)
 
     def values(k: int, pts: torch.Tensor) -> torch.Tensor:
-        return vmap(lambda x: terms[k].residual(u, x))(pts)
+        return vmap(lambda x: terms[k].at(u, x))(pts)
 
     return sl.stack_residual(terms, values, xp=array_api_compat.array_namespace(probe))
 
@@ -162,7 +162,7 @@ def pinn_system(
 
     def kernel(term: Term) -> Any:
         def row(train: dict[Any, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return term.residual(_scalar_model(model, {**frozen, **train}), x)
+            return term.at(_scalar_model(model, {**frozen, **train}), x)
 
         return vmap(grad_and_value(row), in_dims=(None, 0))
 
