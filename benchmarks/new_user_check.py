@@ -22,6 +22,7 @@ import argparse
 import functools
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rec = run(name, dtype, args.steps)
             records.append(rec)
             print(json.dumps(rec), flush=True)
-    command = "OMP_NUM_THREADS=1 python -m benchmarks.new_user_check " + " ".join(argv or [])
+    given = sys.argv[1:] if argv is None else argv
+    command = "OMP_NUM_THREADS=1 python -m benchmarks.new_user_check " + " ".join(given)
     meta = {"command": command.strip(), "machine": machine_info(), "torch": torch.__version__}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "new_user_check.json", {**meta, "runs": records})

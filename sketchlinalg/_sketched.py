@@ -131,13 +131,38 @@ def _gram_sketch(
     return nystrom_from_sketch(xp, Omega, Ysafe, rank=rank, core=core), g, finite
 
 
+def _gram_exact(J: LinearOperator, r: Array | None) -> tuple[LowRankPSD, Array | None, Any]:
+    """``G = J^T J`` exactly, ``V diag(s^2) V^T`` from the thin SVD ``J = U diag(s) V^T`` of
+    a materialized ``J``, and ``g = J^T r``.
+
+    A sketch with as many columns as ``G`` has non-zero eigenvalues (``min(N, P)``) would
+    only approximate, at several times the cost, what one thin SVD gives exactly (and
+    backward stably: the singular values of ``J``, not an eigendecomposition of ``G``).
+    """
+    xp = J.xp
+    Jd = J.to_dense()
+    finite = _all_finite(xp, Jd)
+    if finite is False:  # eagerly: LAPACK refuses NaN; the state's flag reports it
+        Jd = xp.zeros_like(Jd)
+    _, s, Vt = xp.linalg.svd(Jd, full_matrices=False)
+    lam = s * s
+    finite = _finite_and(xp, finite, _all_finite(xp, lam))
+    g = None if r is None else J.rmatvec(r)
+    return LowRankPSD(Vt.T, lam, core="svd"), g, finite
+
+
 def _gram_init(solver: _Sketched, J: Any, r: Array | None, seed: Any) -> SketchState:
-    """The state of a solver that sketches ``G = J^T J`` (fused with ``g = J^T r``)."""
+    """The state of a solver that sketches ``G = J^T J`` (fused with ``g = J^T r``); at a
+    rank of ``min(N, P)`` or more with a materialized ``J``, ``G`` itself (thin SVD)."""
     J, xp = _check_system(J, r)
     sampler = as_sampler(seed)
-    approx, g, finite = _gram_sketch(
-        J, r, solver._rank(J.shape[1]), solver.oversample, solver.sketch, sampler, solver.core
-    )
+    rank = solver._rank(J.shape[1])
+    if J.is_materialized and rank >= min(J.shape):
+        approx, g, finite = _gram_exact(J, r)
+    else:
+        approx, g, finite = _gram_sketch(
+            J, r, rank, solver.oversample, solver.sketch, sampler, solver.core
+        )
     return solver._finish_init(gram(J), approx, sampler, J, r, g, _and(finite, r, xp))
 
 

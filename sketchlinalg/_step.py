@@ -8,7 +8,8 @@ One step at parameters ``theta`` with residual ``r``, Jacobian ``J`` and loss
 1. ``state = solver.init(J, r, seed)`` (for a sketched solver without a fixed ``rank``, at
    the sketch size the previous steps chose), then ``d = solver.solve(state, b, mu)`` with
    ``b = r`` or, with momentum ``beta`` (SPRING), ``b = r - beta J phi`` and
-   ``d <- d + beta phi``, ``phi`` the previous direction;
+   ``d <- d + beta phi``, ``phi`` the previous step taken (``eta d``, without ``lr``; ``0``
+   after a step not taken);
 2. a step size ``eta``: the best point of the grid ``2^0 .. 2^-(n-1)`` (one batched loss
    evaluation), Armijo backtracking, or ``eta = 1`` without a line search; a line search
    never accepts a point whose loss is not below ``L(theta)``;
@@ -20,8 +21,9 @@ One step at parameters ``theta`` with residual ``r``, Jacobian ``J`` and loss
    Nielsen's rule on the gain ratio ``rho = (L(theta) - L(theta - d)) / (slope -
    curvature / 2)`` (Levenberg–Marquardt). A trial that finds no lower loss is re-solved
    with ``mu`` raised by Nielsen's factor from the same factorization or sketch. A sketch
-   without a fixed rank doubles while it misses curvature along the step or the damping is
-   below the smallest eigenvalue it resolves, and halves when far larger than ``d_eff``;
+   without a fixed rank doubles while it is below ``2 d_eff(mu)``, misses curvature along
+   the step or the damping is below the smallest eigenvalue it resolves, and halves when far
+   larger than ``d_eff``;
 4. the update ``-lr eta d`` (``lr`` a scalar, a schedule value, or a per-parameter vector);
 5. the one non-finite policy: if ``r``, ``J``, ``d`` or the loss holds NaN/Inf the update
    is zero (the parameters stay as they are), ``skipped`` counts it and the status is
@@ -93,6 +95,9 @@ _STEP_OPTIONS = (
 #: The first sketch size of an adaptive rank, and the smallest.
 START_RANK = 100
 MIN_RANK = 25
+#: An explicit J's sketch sizes stop where the set-up costs more than twice an exact solve,
+#: unless it costs at most this many flops (a small problem: any size is cheap).
+CHEAP_FLOPS = 1e9
 #: Adaptive damping: mu stays within [MU_FLOOR eps, MU_CEIL] times the largest eigenvalue.
 MU_FLOOR = 100.0
 MU_CEIL = 1e8
@@ -131,7 +136,7 @@ class StepState(NamedTuple):
     step_size : array
         The last ``eta`` (``0`` when the step was not taken).
     previous : array of shape (P,)
-        The last direction ``phi`` (momentum).
+        The last step taken, ``eta d`` (momentum's ``phi``; zero after a step not taken).
     skipped : int32 array
         Steps not taken because of NaN/Inf.
     status : int32 array
@@ -230,10 +235,12 @@ class StepEngine:
         :class:`Nystrom` (SNGD), :class:`Dense` (ENGD), :class:`Woodbury`,
         :class:`NystromPCG`, :class:`KernelNystrom`, :class:`SVD` or :class:`Auto`. A
         sketched solver without a ``rank`` gets an adaptive one: the sketch size doubles
-        while the damping the step wants is below the smallest eigenvalue the sketch
-        resolves (``lam_l``; the unsketched part of the gradient would be scaled by
-        ``1/mu``) and halves when the effective dimension ``d_eff(mu)`` falls below an
-        eighth of it, between ``25`` and ``min(N, P)`` (and what fits 2 GiB), from ``100``.
+        while it is below ``2 d_eff(mu)``, misses curvature along the step, or the damping
+        the step wants is below the smallest eigenvalue the sketch resolves (``lam_l``; the
+        unsketched part of the gradient would be scaled by ``1/mu``), and halves when the
+        effective dimension ``d_eff(mu)`` falls below an eighth of it, between ``25`` and
+        ``min(N, P)`` (and what fits 2 GiB), from ``100``. At ``min(N, P)`` with an explicit
+        ``J`` the sketch is ``G`` itself (one thin SVD).
     damping : float or "adaptive"
         ``"adaptive"`` (default): Levenberg–Marquardt damping, relative to the spectrum
         (module docs); a float: that fixed ``mu >= 0`` (``> 0`` where the solver needs it),
@@ -516,7 +523,13 @@ class StepEngine:
             steps=state.steps + 1,
             loss=loss0,
             step_size=xp.where(taken_a, eta, xp.zeros_like(eta)),
-            previous=xp.where(xp.asarray(finite, device=device), d, state.previous),
+            # momentum remembers the step taken (eta d: SPRING's phi when eta = 1), not the
+            # raw direction a line search had to shorten; a step not taken restarts it
+            previous=xp.where(
+                xp.asarray(finite, device=device),
+                xp.where(taken_a, eta * d, xp.zeros_like(d)),
+                state.previous,
+            ),
             skipped=state.skipped + xp.astype(~xp.asarray(finite, device=device), xp.int32),
             status=xp.asarray(int(status) if eager else status, dtype=xp.int32, device=device),
             damping=xp.asarray(mu_next, dtype=loss0.dtype, device=device),
@@ -621,6 +634,7 @@ class StepEngine:
         path = "array" if J.is_materialized else "matrix-free"
         method = "kernel-nystrom" if self.solver.method == "kernel-nystrom" else "nystrom"
         exact = min(N * N * P + N**3 / 3, N * P * P + P**3 / 3)
+        affordable = max(2.0 * exact, CHEAP_FLOPS)
         sizes: list[int] = []
         l = MIN_RANK
         while True:
@@ -629,8 +643,12 @@ class StepEngine:
                 method, N, P, rank=size, jacobian=path, itemsize=itemsize,
                 memory_budget=DEFAULT_BUDGET,
             )  # fmt: skip
-            flops = 4.0 * N * P * size + 12.0 * (N if method == "kernel-nystrom" else P) * size**2
-            if sizes and (not est.fits or (J.is_materialized and flops > 2.0 * exact)):
+            if size >= dim and method == "nystrom" and J.is_materialized:
+                flops = 4.0 * N * P * dim + 8.0 * dim**3  # G exactly: a thin SVD of J
+            else:
+                n = N if method == "kernel-nystrom" else P
+                flops = 4.0 * N * P * size + 12.0 * n * size**2
+            if sizes and (not est.fits or (J.is_materialized and flops > affordable)):
                 break
             sizes.append(size)
             if size >= dim:
@@ -702,7 +720,10 @@ class StepEngine:
         deff = setup.approx.effective_dimension(t.mu_eff)
         ratio = t.curvature / xp.where(t.model_curvature > 0, t.model_curvature, 1.0)
         saturated = xp.asarray(setup.saturated)
-        grow = ~saturated & (((mu < floor) & (floor > 0)) | (ratio > 2.0))
+        # the sketch is adequate while its rank is at least twice d_eff (Frangella, Tropp,
+        # Udell); d_eff at mu <= lam_l is at least rank / 2, so this also covers mu < floor
+        small = 2.0 * deff > xp.astype(rank_a, deff.dtype)
+        grow = ~saturated & (((mu < floor) & (floor > 0)) | (ratio > 2.0) | small)
         shrink = ~grow & (8.0 * deff < xp.astype(rank_a, deff.dtype)) & (ratio < 1.25)
         if self.solver.method == Method.NYSTROM_PCG:  # a preconditioner: judged by CG's iterations
             grow = ~saturated & (t.iterations > PCG_GROW_ITERATIONS)

@@ -231,3 +231,20 @@ def test_pcg_stops_at_its_default_cap_with_a_descent_direction(backend64):
 def test_pcg_status_names_nonfinite_input():
     res = sl.pcg(np.eye(3), np.array([1.0, np.nan, 0.0]), mu=1.0)
     assert int(res.status) == sl.Status.NONFINITE and not res.converged
+
+
+@pytest.mark.parametrize(("N", "P"), [(14, 9), (9, 14)])
+def test_nystrom_at_full_rank_is_the_exact_gram(backend, N, P):
+    """A materialized J with ``rank >= min(N, P)``: ``G`` itself from a thin SVD of J (no
+    sketch, no randomness), so the direction is the exact damped one."""
+    J, r = _problem(N, P, seed=5)
+    Jb, rb = backend.asarray(J), backend.asarray(r)
+    state = sl.Nystrom(rank=min(N, P)).init(Jb, rb, seed=0)
+    assert state.approx.core == "svd" and state.saturated
+    G = J.T @ J
+    tol = 50 * backend.eps * np.linalg.norm(G, 2)
+    np.testing.assert_allclose(backend.to_numpy(state.approx.to_dense()), G, atol=tol)
+    d, info = sl.Nystrom(rank=min(N, P)).solve(state, damping=1e-2)
+    ref = np.linalg.solve(G + 1e-2 * np.eye(P), J.T @ r)
+    np.testing.assert_allclose(backend.to_numpy(d), ref, rtol=1e3 * backend.eps * 1e2)
+    assert info.status is sl.Status.SUCCESS

@@ -121,6 +121,28 @@ def test_momentum_is_springs_recursion(backend64):
         theta = theta + update
 
 
+def test_momentum_remembers_the_step_taken_not_the_raw_direction(backend64):
+    """With a line search, SPRING's phi is the step taken, ``eta d``: a direction the line
+    search had to shorten is not carried at full length into the next one."""
+    _, _, Ab, yb = _linear(backend64, seed=2, N=6, P=9)
+    engine = sl.StepEngine(sl.Woodbury(), damping=1e-3, line_search="grid", momentum=0.5)
+    theta = backend64.asarray(np.zeros(9))
+    state = engine.init(theta)
+    for _ in range(3):
+        # the residual is 2 A theta - y but J = A: the full step overshoots twofold
+        def trial(etas, d, theta=theta):
+            res = 2.0 * (Ab @ (theta[:, None] - d[:, None] * etas[None, :])) - yb[:, None]
+            return 0.5 * backend64.xp.sum(res * res, axis=0)
+
+        r = 2.0 * (Ab @ theta) - yb
+        update, state, info = engine.step(Ab, r, state, trial_loss=trial)
+        assert info.status is sl.Status.SUCCESS and float(info.step_size) < 1.0
+        np.testing.assert_allclose(
+            backend64.to_numpy(state.previous), -backend64.to_numpy(update), rtol=1e-12
+        )
+        theta = theta + update
+
+
 def test_nonfinite_step_is_skipped_counted_and_warned(backend):
     _, _, Ab, yb = _linear(backend)
     engine = sl.StepEngine(sl.Nystrom(rank=3), damping=1e-3, line_search=None)
@@ -290,56 +312,63 @@ def test_no_decrease_raises_the_damping_from_the_same_setup(backend64):
     assert float(backend64.to_numpy(state.nu)) == 16.0
 
 
+def _adaptive_run(backend, engine, singular_values, N, P, steps, seed):
+    """Steps of ``engine`` on the linear problem ``A theta = y``, ``A = U diag(s) V^T`` with a
+    prescribed spectrum: the sketch sizes it chose, the last info, ``theta``, ``A`` and ``y``
+    (NumPy) and the ladder."""
+    rng = np.random.default_rng(seed)
+    U = np.linalg.qr(rng.standard_normal((N, P)))[0]
+    V = np.linalg.qr(rng.standard_normal((P, P)))[0]
+    A_np = (U * singular_values(P)) @ V.T
+    y_np = rng.standard_normal(N)
+    A, y = backend.asarray(A_np), backend.asarray(y_np)
+    assert engine.adaptive_rank
+    ladder = engine._ladder(sl.aslinearoperator(A), backend.xp)
+    theta = backend.asarray(np.zeros(P))
+    state, ranks, info = engine.init(theta), [], None
+    for k in range(steps):
+
+        def trial(etas, d, theta=theta):  # the exact loss of the linear problem
+            res = A @ (theta[:, None] - d[:, None] * etas[None, :]) - y[:, None]
+            return 0.5 * backend.xp.sum(res * res, axis=0)
+
+        update, state, info = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=k)
+        theta = theta + update
+        ranks.append(int(backend.to_numpy(state.rank)))
+    return ranks, info, backend.to_numpy(theta), A_np, y_np, ladder
+
+
 def test_adaptive_rank_climbs_when_the_sketch_misses_curvature(backend64):
     """A Gram matrix with a slowly decaying spectrum and a damping that falls: the sketch
     grows from its first size and stays on its ladder (here 25 ... 200: beyond, a sketch
     would cost more than twice an exact solve)."""
-    rng = np.random.default_rng(1)
-    N, P = 2000, 1000
-    U = np.linalg.qr(rng.standard_normal((N, P)))[0]
-    V = np.linalg.qr(rng.standard_normal((P, P)))[0]
-    A_np = (U * 0.99 ** np.arange(P)) @ V.T
-    A, y = backend64.asarray(A_np), backend64.asarray(rng.standard_normal(N))
     engine = sl.StepEngine(sl.Nystrom(), line_search="grid")
-    assert engine.adaptive_rank
-    assert engine._ladder(sl.aslinearoperator(A), backend64.xp) == [25, 50, 100, 200]
-    theta = backend64.asarray(np.zeros(P))
-    state = engine.init(theta)
-    ranks = []
-    for seed in range(8):
-
-        def trial(etas, d, theta=theta):  # the exact loss of the linear problem
-            res = A @ (theta[:, None] - d[:, None] * etas[None, :]) - y[:, None]
-            return 0.5 * backend64.xp.sum(res * res, axis=0)
-
-        update, state, info = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=seed)
-        theta = theta + update
-        ranks.append(int(backend64.to_numpy(state.rank)))
+    ranks, info, *_, ladder = _adaptive_run(
+        backend64, engine, lambda P: 0.99 ** np.arange(P), 2000, 1000, steps=8, seed=1
+    )
+    assert ladder == [25, 50, 100, 200]
     assert max(ranks) == 200 and set(ranks) <= {25, 50, 100, 200}, ranks
     assert info.rank in (100, 200)
 
 
+def test_small_problem_sketch_grows_to_the_exact_gram(backend64):
+    """Below CHEAP_FLOPS every size is affordable: the ladder ends at ``min(N, P)``, where
+    the "sketch" is ``G`` itself (a thin SVD of ``J``). A flat spectrum (``d_eff`` above
+    half of every smaller rank) climbs there and the step is Gauss-Newton's."""
+    engine = sl.StepEngine(sl.Nystrom(), damping=1e-12, line_search="grid")
+    ranks, info, theta, A, y, ladder = _adaptive_run(
+        backend64, engine, lambda P: 0.98 ** np.arange(P), 300, 200, steps=6, seed=3
+    )
+    assert ladder == [25, 50, 100, 200]
+    assert ranks == [200] * 6, ranks  # from 100, the first step asks for more
+    assert info.direction.message.endswith("core svd")
+    assert np.linalg.norm(A.T @ (A @ theta - y)) <= 1e-8 * np.linalg.norm(A.T @ y)
+
+
 def _pcg_ranks(backend, singular_values, N, P, steps=3):
     """The sizes an adaptive Nystrom-PCG preconditioner takes on a linear problem."""
-    rng = np.random.default_rng(4)
-    U = np.linalg.qr(rng.standard_normal((N, P)))[0]
-    V = np.linalg.qr(rng.standard_normal((P, P)))[0]
-    A = backend.asarray((U * singular_values(P)) @ V.T)
-    y = backend.asarray(rng.standard_normal(N))
     engine = sl.StepEngine(sl.NystromPCG(), damping=1e-10, line_search="grid")
-    assert engine.adaptive_rank
-    theta = backend.asarray(np.zeros(P))
-    state, ranks = engine.init(theta), []
-    for seed in range(steps):
-
-        def trial(etas, d, theta=theta):
-            res = A @ (theta[:, None] - d[:, None] * etas[None, :]) - y[:, None]
-            return 0.5 * backend.xp.sum(res * res, axis=0)
-
-        update, state, _ = engine.step(A, A @ theta - y, state, trial_loss=trial, seed=seed)
-        theta = theta + update
-        ranks.append(int(backend.to_numpy(state.rank)))
-    return ranks
+    return _adaptive_run(backend, engine, singular_values, N, P, steps, seed=4)[0]
 
 
 def test_adaptive_pcg_preconditioner_follows_cg_iterations(backend64):
