@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from . import _dispatch
 from ._estimate import estimate_error
+from ._exact import SVD
 from ._lowrank import SOLVE_MODES, LowRankPSD, smallest_positive
 from ._nystrom import CORES, nystrom_from_sketch
 from ._operator import LinearOperator, gram, kernel
@@ -133,22 +134,18 @@ def _gram_sketch(
 
 def _gram_exact(J: LinearOperator, r: Array | None) -> tuple[LowRankPSD, Array | None, Any]:
     """``G = J^T J`` exactly, ``V diag(s^2) V^T`` from the thin SVD ``J = U diag(s) V^T`` of
-    a materialized ``J``, and ``g = J^T r``.
+    a materialized ``J`` (:class:`SVD`'s set-up), and ``g = J^T r = V (s * U^T r)``.
 
     A sketch with as many columns as ``G`` has non-zero eigenvalues (``min(N, P)``) would
     only approximate, at several times the cost, what one thin SVD gives exactly (and
     backward stably: the singular values of ``J``, not an eigendecomposition of ``G``).
     """
     xp = J.xp
-    Jd = J.to_dense()
-    finite = _all_finite(xp, Jd)
-    if finite is False:  # eagerly: LAPACK refuses NaN; the state's flag reports it
-        Jd = xp.zeros_like(Jd)
-    _, s, Vt = xp.linalg.svd(Jd, full_matrices=False)
-    lam = s * s
-    finite = _finite_and(xp, finite, _all_finite(xp, lam))
-    g = None if r is None else J.rmatvec(r)
-    return LowRankPSD(Vt.T, lam, core="svd"), g, finite
+    svd = SVD().init(J, r)
+    lam = svd.s * svd.s
+    finite = _finite_and(xp, svd.finite, _all_finite(xp, lam))
+    g = None if svd.coefficients is None else svd.V @ (svd.s * svd.coefficients)
+    return LowRankPSD(svd.V, lam, core="svd"), g, finite
 
 
 def _gram_init(solver: _Sketched, J: Any, r: Array | None, seed: Any) -> SketchState:

@@ -721,7 +721,7 @@ class StepEngine:
         ratio = t.curvature / xp.where(t.model_curvature > 0, t.model_curvature, 1.0)
         saturated = xp.asarray(setup.saturated)
         # the sketch is adequate while its rank is at least twice d_eff (Frangella, Tropp,
-        # Udell); d_eff at mu <= lam_l is at least rank / 2, so this also covers mu < floor
+        # Udell)
         small = 2.0 * deff > xp.astype(rank_a, deff.dtype)
         grow = ~saturated & (((mu < floor) & (floor > 0)) | (ratio > 2.0) | small)
         shrink = ~grow & (8.0 * deff < xp.astype(rank_a, deff.dtype)) & (ratio < 1.25)

@@ -246,5 +246,5 @@ def test_nystrom_at_full_rank_is_the_exact_gram(backend, N, P):
     np.testing.assert_allclose(backend.to_numpy(state.approx.to_dense()), G, atol=tol)
     d, info = sl.Nystrom(rank=min(N, P)).solve(state, damping=1e-2)
     ref = np.linalg.solve(G + 1e-2 * np.eye(P), J.T @ r)
-    np.testing.assert_allclose(backend.to_numpy(d), ref, rtol=1e3 * backend.eps * 1e2)
+    np.testing.assert_allclose(backend.to_numpy(d), ref, rtol=1e5 * backend.eps)
     assert info.status is sl.Status.SUCCESS
