@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,18 @@ def is_array(x: Any) -> bool:
 def device_of(x: Any) -> Any:
     """The device of an array, or ``None`` under tracing (where it cannot be asked)."""
     return None if is_tracing(x) else _compat.device(x)
+
+
+def has_float64(xp: Any, device: Any = None) -> bool:
+    """Whether the backend holds float64 arrays (on ``device``): not JAX without
+    ``jax_enable_x64``, nor a device without double precision (Apple MPS)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # JAX warns, and falls back to float32
+        try:
+            z = xp.zeros((), dtype=xp.float64, device=device)
+        except Exception:  # a backend's refusal, whatever its type
+            return False
+    return bool(z.dtype == xp.float64)
 
 
 def backend_name(xp: Any) -> str:

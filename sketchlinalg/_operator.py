@@ -475,3 +475,23 @@ def _check_weights(
     if not _dispatch.is_tracing(weights) and not bool(J.xp.all(weights >= 0)):
         raise ValueError(f"{where}: weights must be non-negative (the result must stay PSD)")
     return weights
+
+
+def promote(J: LinearOperator, dtype: Any) -> LinearOperator:
+    """``J`` with its products returned in the wider ``dtype`` (float32 -> float64).
+
+    An explicit ``J`` is copied once in ``dtype``, so every product after it (the Gram or
+    kernel, the sketch, the solve) rounds at ``dtype``'s precision; a matrix-free ``J``
+    takes its arguments in its own dtype and returns its products in ``dtype``.
+    """
+    xp, low = J.xp, J.dtype
+    if J.is_materialized:
+        return _MatrixOperator(xp.astype(J.to_dense(), dtype), symmetric=False, psd=False)
+    return FunctionOperator(
+        lambda X: xp.astype(J.matmat(xp.astype(X, low)), dtype),
+        lambda Y: xp.astype(J.rmatmat(xp.astype(Y, low)), dtype),
+        shape=J.shape,
+        dtype=dtype,
+        xp=xp,
+        device=J.device,
+    )

@@ -31,6 +31,10 @@ One step at parameters ``theta`` with residual ``r``, Jacobian ``J`` and loss
    for ``stall_window`` steps gets the status ``STALLED`` (``DIVERGED`` when it rose far above
    its best) and, eagerly, one warning with the damping, rank and effective dimension.
 
+A float32 ``J`` and ``r`` are promoted first (``linalg_dtype="float64"``, the default,
+where the backend has float64): the steps above round at float64, the update and the state
+come back in float32.
+
 Everything is array-API code that traces under ``jax.jit`` (loops and branches are
 ``_dispatch`` loops, the sketch sizes a ``lax.switch`` over a fixed ladder).
 """
@@ -40,17 +44,19 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from types import FrameType
+from typing import Any, NamedTuple, cast
 
 from . import _dispatch
 from ._direction import METHODS, check_momentum
 from ._linesearch import LINE_SEARCHES, armijo_line_search, grid_line_search
 from ._lowrank import LowRankPSD
 from ._memory import DEFAULT_BUDGET, estimate_memory
-from ._operator import LinearOperator, as_operator
+from ._operator import LinearOperator, as_operator, promote
 from ._sketched import _Sketched
 from ._solver_base import DirectionInfo, DirectionSolver, SketchState
 from ._solvers import make_solver, solver_options
@@ -91,7 +97,12 @@ _STEP_OPTIONS = (
     "momentum",
     "max_trials",
     "stall_window",
+    "linalg_dtype",
 )
+#: Options for which ``None`` is a setting (off), not "the default".
+_NONE_MEANS_OFF = ("line_search", "linalg_dtype")
+#: The values of ``linalg_dtype``.
+LINALG_DTYPES = ("float64", None)
 #: The first sketch size of an adaptive rank, and the smallest.
 START_RANK = 100
 MIN_RANK = 25
@@ -261,6 +272,16 @@ class StepEngine:
         re-solved with ``mu`` raised by Nielsen's factor).
     stall_window : int
         Steps without improvement after which the run is reported as stalled.
+    linalg_dtype : {"float64", None}
+        ``"float64"`` (default): a float32 ``J`` and ``r`` are promoted, so the Gram or
+        kernel, the sketch, the factorization and the solve round at float64 (the update
+        and the state stay float32). Forming ``G = J^T J`` squares ``J``'s condition
+        number: in float32 the damping cannot go below about ``1e-5 lam_1`` and eigenvalues
+        under it are lost, while float64 resolves what ``J`` itself holds (singular values
+        down to ``eps_32 s_1``). It costs a float64 copy of an explicit ``J`` and float64
+        arithmetic (about 2x the linear algebra's time on CPUs and data-center GPUs, far
+        more on consumer GPUs). ``None`` keeps the input's dtype. Where the backend has no
+        float64 (JAX without ``jax_enable_x64``, Apple MPS) the step stays in float32.
 
     Examples
     --------
@@ -287,6 +308,7 @@ class StepEngine:
     momentum: float = 0.0
     max_trials: int = 4
     stall_window: int = 100
+    linalg_dtype: str | None = "float64"
 
     def __post_init__(self) -> None:
         if not isinstance(self.solver, DirectionSolver):
@@ -315,15 +337,21 @@ class StepEngine:
         object.__setattr__(self, "max_trials", check_int(self.max_trials, "max_trials", low=1))
         window = check_int(self.stall_window, "stall_window", low=1)
         object.__setattr__(self, "stall_window", window)
+        if self.linalg_dtype not in LINALG_DTYPES:
+            raise ValueError(
+                f"linalg_dtype must be one of {LINALG_DTYPES}, got {self.linalg_dtype!r}"
+            )
 
     @classmethod
     def from_options(cls, method: str, **options: Any) -> StepEngine:
         """An engine from a method name and a flat set of options (what the adapters'
         optimizers take): the solver's own options go to :func:`make_solver`, the step's
         (``damping``, ``initial_damping``, ``line_search``, ``learning_rate``,
-        ``grid_size``, ``armijo_c``, ``momentum``, ``max_trials``, ``stall_window``) to the
+        ``grid_size``, ``armijo_c``, ``momentum``, ``max_trials``, ``stall_window``,
+        ``linalg_dtype``) to the
         engine; any other raises ``TypeError`` naming the valid ones. ``None`` values take
-        the defaults (except ``line_search=None``: no line search).
+        the defaults (except ``line_search=None``: no line search, and ``linalg_dtype=None``:
+        no promotion).
 
         Examples
         --------
@@ -345,7 +373,7 @@ class StepEngine:
         step = {
             k: v
             for k, v in options.items()
-            if k in _STEP_OPTIONS and (v is not None or k == "line_search")
+            if k in _STEP_OPTIONS and (v is not None or k in _NONE_MEANS_OFF)
         }
         return cls(solver, **step)
 
@@ -446,6 +474,9 @@ class StepEngine:
                 "trial_loss (the loss at trial points)"
             )
         lr = self.learning_rate if learning_rate is None else _check_lr(learning_rate, P)
+        wide = self._wide_dtype(xp, r)
+        if wide is not None:
+            return self._promoted(J, r, state, wide, trial_loss, seed, lr)
         loss0 = 0.5 * xp.sum(r * r)
         eager = not _dispatch.is_tracing(r, loss0, state.previous)
         if eager and not bool(xp.isfinite(loss0)):
@@ -498,7 +529,7 @@ class StepEngine:
                 return (c[0] < self.max_trials) & ~c[3].taken & c[3].finite
 
             def body(c: tuple[Any, Any, Any, _Trial]) -> tuple[Any, Any, Any, _Trial]:
-                mu = c[1] * c[2]
+                mu = xp.minimum(c[1] * c[2], hi)
                 return c[0] + 1, mu, 2.0 * c[2], trial(mu)[0]
 
             trials, mu, nu, t = _dispatch.while_loop(xp, cond, body, (xp.asarray(1), mu, nu, t))
@@ -561,6 +592,44 @@ class StepEngine:
         return xp.where(taken_a, step, xp.zeros_like(step)), new_state, info
 
     # -- pieces ------------------------------------------------------------------------
+    def _wide_dtype(self, xp: Any, r: Array) -> Any:
+        """The dtype the step's linear algebra runs in when it is wider than ``r``'s."""
+        if self.linalg_dtype is None or r.dtype != xp.float32:
+            return None
+        if not _dispatch.has_float64(xp, _dispatch.device_of(r)):
+            return None
+        return xp.float64
+
+    def _promoted(
+        self, J: LinearOperator, r: Array, state: StepState, wide: Any,
+        trial_loss: Any, seed: Any, lr: Any,
+    ) -> tuple[Array, StepState, StepInfo]:  # fmt: skip
+        """:meth:`step` in ``wide``: ``J``, ``r``, the state and the trial losses are
+        promoted, the update, the state and the info's losses come back in ``r``'s dtype."""
+        xp, low = J.xp, r.dtype
+
+        def cast(x: Any, to: Any, frm: Any) -> Any:
+            return xp.astype(x, to) if _dispatch.is_array(x) and x.dtype == frm else x
+
+        def wide_loss(etas: Array, d: Array) -> Array:
+            return xp.astype(trial_loss(xp.astype(etas, low), xp.astype(d, low)), wide)
+
+        update, new, info = self.step(
+            promote(J, wide),
+            xp.astype(r, wide),
+            StepState(*(cast(v, wide, low) for v in state)),
+            trial_loss=None if trial_loss is None else wide_loss,
+            seed=seed,
+            learning_rate=cast(lr, wide, low),
+        )
+        info = info._replace(
+            loss=cast(info.loss, low, wide),
+            new_loss=cast(info.new_loss, low, wide),
+            step_size=cast(info.step_size, low, wide),
+            damping=cast(info.damping, low, wide),
+        )
+        return xp.astype(update, low), StepState(*(cast(v, low, wide) for v in new)), info
+
     def _direction(
         self, J: LinearOperator, r: Array, setup: Any, state: StepState, mu: Any
     ) -> tuple[Array, DirectionInfo, Any, Any, Any]:
@@ -831,8 +900,19 @@ def _check_lr(lr: Any, P: int) -> Any:
     return check_nonnegative(lr, "learning_rate")
 
 
+#: Modules a step warning looks through to point at the caller's line: ours, the adapters'
+#: and the optimizer wrappers they run in.
+_INTERNAL_MODULES = ("sketchlinalg", "torch.optim", "torch.utils._contextlib", "optax")
+
+
 def _warn(message: str) -> None:
-    warnings.warn(message, StepWarning, stacklevel=4)
+    """Warn at the first frame outside the library (the user's ``opt.step()``)."""
+    level, frame = 2, cast("FrameType | None", sys._getframe(1))
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(
+        _INTERNAL_MODULES
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, StepWarning, stacklevel=level)
 
 
 def check_system(

@@ -303,6 +303,34 @@ def test_float32_params_work():
     assert float(jnp.sum(residual(params) ** 2)) < 1e-8
 
 
+def test_float32_defaults_compile_once_and_keep_float32():
+    """Defaults (adaptive damping and rank) on float32 parameters under ``jax.jit``: the
+    step's linear algebra runs in float64 (x64 is on), the optax state stays float32, so the
+    second call reuses the first compilation."""
+    t = jnp.linspace(0, 3, 30, dtype=jnp.float32)
+    y = 2.0 * jnp.exp(-1.3 * t)
+
+    def residual(p):
+        return p["a"] * jnp.exp(-p["b"] * t) - y
+
+    params = {"a": jnp.array(1.0, jnp.float32), "b": jnp.array(1.0, jnp.float32)}
+    opt = slj.sngd(functools.partial(slj.jacobian_operator, residual))
+
+    @jax.jit
+    def step(params, state):
+        updates, state = opt.update(None, state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = opt.init(params)
+    dtypes = [x.dtype for x in jax.tree_util.tree_leaves(state)]
+    for _ in range(12):
+        params, state = step(params, state)
+    assert [x.dtype for x in jax.tree_util.tree_leaves(state)] == dtypes
+    assert jnp.float64 not in dtypes and params["a"].dtype == jnp.float32
+    assert step._cache_size() == 1
+    assert float(jnp.sum(residual(params) ** 2)) < 1e-8
+
+
 def test_poisson_example_runs(capsys):
     ex = load_example("jax_poisson2d")
     # the example's defaults: no rank, no damping (both adapt)

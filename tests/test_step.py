@@ -198,8 +198,89 @@ def test_engine_options_are_checked_once():
         sl.StepEngine(sl.Woodbury(), momentum=1.0)
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['inverse'\] for method 'dense'"):
         sl.StepEngine.from_options("dense", inverse="projected")
+    with pytest.raises(ValueError, match=r"linalg_dtype must be one of \('float64', None\)"):
+        sl.StepEngine(sl.Dense(), linalg_dtype="float16")
     engine = sl.StepEngine.from_options("nystrom", rank=7, damping=1e-4, momentum=0.5)
     assert engine.solver == sl.Nystrom(rank=7) and engine.momentum == 0.5
+    assert sl.StepEngine.from_options("dense", linalg_dtype=None).linalg_dtype is None
+
+
+def _float32(backend, a):
+    """NumPy data rounded to float32, as an array of ``backend`` (float32)."""
+    a = np.asarray(a, dtype=np.float32)
+    if backend.name == "torch":
+        import torch
+
+        return torch.from_numpy(a.copy())
+    return backend.xp.asarray(a)
+
+
+def test_float32_step_is_the_float64_step_of_the_same_data(backend64):
+    """With ``linalg_dtype="float64"`` (default) a float32 step is the float64 step of the
+    same (exactly representable) J and r, rounded once; update, state and losses stay
+    float32."""
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((12, 5)).astype(np.float32)
+    y = rng.standard_normal(12).astype(np.float32)
+    # a damping float32 holds exactly (the state keeps it in the parameters' dtype)
+    engine = sl.StepEngine(sl.Nystrom(rank=3), damping=2.0**-10, line_search=None)
+    theta32 = _float32(backend64, np.zeros(5))
+    u32, s32, info = engine.step(
+        _float32(backend64, A), _float32(backend64, y), engine.init(theta32), seed=5
+    )
+    u64, s64, _ = engine.step(
+        backend64.asarray(A), backend64.asarray(y), engine.init(backend64.asarray(np.zeros(5))),
+        seed=5,
+    )  # fmt: skip
+    assert u32.dtype == backend64.xp.float32 and info.loss.dtype == backend64.xp.float32
+    assert all(v.dtype in (backend64.xp.float32, backend64.xp.int32) for v in s32), [
+        v.dtype for v in s32
+    ]
+    expected = backend64.to_numpy(u64).astype(np.float32)
+    np.testing.assert_array_equal(backend64.to_numpy(u32).astype(np.float32), expected)
+    np.testing.assert_array_equal(
+        backend64.to_numpy(s32.damping).astype(np.float32),
+        backend64.to_numpy(s64.damping).astype(np.float32),
+    )
+
+
+def test_float32_gauss_newton_step_resolves_what_j_holds(backend64):
+    """cond(J) = 1e4: the Gram's 1e8 is beyond float32 (``eps_32 cond(G) ~ 12``), not beyond
+    float64. The promoted step solves the float32 problem to float64's accuracy; kept in
+    float32 (``linalg_dtype=None``) it cannot."""
+    rng = np.random.default_rng(4)
+    U, _ = np.linalg.qr(rng.standard_normal((40, 10)))
+    V, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    A = ((U * np.logspace(0, -4, 10)) @ V.T).astype(np.float32)
+    y = (A.astype(np.float64) @ rng.standard_normal(10)).astype(np.float32)
+    ref = np.linalg.lstsq(A.astype(np.float64), y.astype(np.float64), rcond=None)[0]
+    errors = {}
+    for dtype in ("float64", None):
+        engine = sl.StepEngine(sl.Dense(), damping=0.0, line_search=None, linalg_dtype=dtype)
+        theta = _float32(backend64, np.zeros(10))
+        update, _, _ = engine.step(
+            _float32(backend64, A), -_float32(backend64, y), engine.init(theta)
+        )
+        d = backend64.to_numpy(update)
+        errors[dtype] = np.linalg.norm(d - ref) / np.linalg.norm(ref)
+    # float64 solve of cond(G) = 1e8, then one rounding to float32
+    assert errors["float64"] < 1e-5, errors
+    assert errors[None] > 1e-3, errors
+
+
+def test_has_float64_asks_the_backend():
+    import array_api_compat.numpy as xp
+
+    from sketchlinalg import _dispatch
+
+    class NoDouble:
+        float64 = "float64"
+
+        @staticmethod
+        def zeros(shape, dtype=None, device=None):
+            raise TypeError("float64 is not supported on this device")
+
+    assert _dispatch.has_float64(xp) and not _dispatch.has_float64(NoDouble)
 
 
 def _jax_linear_step(engine, A, y):

@@ -124,6 +124,19 @@ def test_float32_works():
     assert opt.state[net[0].weight]["loss"].dtype == torch.float32
 
 
+def test_float32_defaults_keep_float32_state():
+    """Defaults on a float32 model: the core's linear algebra runs in float64 (matrix-free J
+    promoted), the parameters, the state and the returned loss stay float32."""
+    net, residual = regression(dtype=torch.float32)
+    start = loss_of(residual, net)
+    opt = slt.SNGD(net.named_parameters(), residual_fn=residual)
+    losses = [opt.step() for _ in range(5)]
+    assert all(loss.dtype == torch.float32 for loss in losses)
+    state = opt.state[net[0].weight]
+    assert {v.dtype for v in state.values()} <= {torch.float32, torch.int32}, state
+    assert loss_of(residual, net) < 0.5 * start
+
+
 def test_sngd_with_full_rank_takes_the_engd_step():
     """rank >= P: the Nystrom approximation is G itself, so the damped directions agree."""
     steps = {}
