@@ -164,7 +164,9 @@ class StepState(NamedTuple):
     since_best : int32 array
         Steps since the loss last improved on ``best_loss`` (by a relative ``1e-4``).
     warned : int32 array
-        ``1`` once the stall or divergence warning of the current episode was given.
+        Bits of the warnings given: ``1`` the stall or divergence warning of the current
+        episode, ``2`` the (once per run) warning that an adaptive sketch wanted to grow past
+        the largest size it may take.
     """
 
     steps: Array
@@ -251,7 +253,8 @@ class StepEngine:
         unsketched part of the gradient would be scaled by ``1/mu``), and halves when the
         effective dimension ``d_eff(mu)`` falls below an eighth of it, between ``25`` and
         ``min(N, P)`` (and what fits 2 GiB), from ``100``. At ``min(N, P)`` with an explicit
-        ``J`` the sketch is ``G`` itself (one thin SVD).
+        ``J`` the sketch is ``G`` itself (one thin SVD). A sketch capped below ``min(N, P)``
+        (by memory or cost) while it wants to grow is warned about once.
     damping : float or "adaptive"
         ``"adaptive"`` (default): Levenberg–Marquardt damping, relative to the spectrum
         (module docs); a float: that fixed ``mu >= 0`` (``> 0`` where the solver needs it),
@@ -543,10 +546,12 @@ class StepEngine:
         step = -(lr * eta) * d
         finite = finite & xp.all(xp.isfinite(step))
         status = _combine(xp, finite, taken, eager)
-        rank_next = (
-            self._next_rank(xp, ladder, rank, mu_next, floor, setup, t) if ladder is not None else 0
+        rank_next, capped = (
+            self._next_rank(xp, ladder, rank, mu_next, floor, setup, t, min(N, P))
+            if ladder is not None
+            else (0, False)
         )
-        best, since, status, warned = self._watch(xp, state, loss0, status)
+        best, since, status, warned = self._watch(xp, state, loss0, status, capped)
         device = _dispatch.device_of(loss0)
         taken_a = xp.asarray(taken, device=device)
         step = xp.where(xp.asarray(finite, device=device), step, xp.zeros_like(step))
@@ -577,8 +582,10 @@ class StepEngine:
                     f"natural-gradient step not taken: the direction, the loss or the step "
                     f"(learning rate x step size x direction) holds NaN/Inf ({dinfo.message})"
                 )
-            elif status in (Status.STALLED, Status.DIVERGED) and not int(state.warned):
+            elif status in (Status.STALLED, Status.DIVERGED) and not int(state.warned) & 1:
                 _warn(self._stall_message(status, loss0, best, mu_eff, rank, dinfo, setup))
+            if ladder is not None and bool(capped) and not int(state.warned) & 2:
+                _warn(self._capped_message(J, xp, ladder, dinfo))
         info = StepInfo(
             status,
             loss0,
@@ -777,12 +784,14 @@ class StepEngine:
         return dataclasses.replace(self.solver, rank=rank)
 
     def _next_rank(
-        self, xp: Any, ladder: list[int], rank: Any, mu: Any, floor: Any, setup: Any, t: _Trial
-    ) -> Any:
+        self, xp: Any, ladder: list[int], rank: Any, mu: Any, floor: Any, setup: Any, t: _Trial,
+        dim: int,
+    ) -> tuple[Any, Any]:  # fmt: skip
         """Double the sketch while it misses curvature along the step (``||J d||^2`` over
         twice the model's ``d^T G_hat d``) or the damping the step wants is below what it
         resolves (``mu < lam_l``); halve it while ``d_eff(mu)`` is under an eighth of it and
-        the model is faithful."""
+        the model is faithful. Also returns whether it wants to grow past the ladder's top
+        below ``dim = min(N, P)`` (capped by memory or cost)."""
         ladder_a = xp.asarray(ladder, dtype=xp.int32)
         rank_a = xp.asarray(rank, dtype=xp.int32)
         index = xp.argmin(xp.abs(ladder_a - rank_a))
@@ -801,12 +810,43 @@ class StepEngine:
                 & (t.iterations <= PCG_SHRINK_ITERATIONS)
                 & (8.0 * deff < xp.astype(rank_a, deff.dtype))
             )
+        # (a capped preconditioner only costs CG iterations: not worth a warning)
+        capped = (
+            grow & (index == len(ladder) - 1) & (ladder[-1] < dim)
+            if self.solver.method != Method.NYSTROM_PCG
+            else xp.asarray(False)
+        )
         index = xp.where(grow, xp.minimum(index + 1, len(ladder) - 1), index)
         index = xp.where(shrink, xp.maximum(index - 1, 0), index)
-        return xp.take(ladder_a, xp.reshape(index, (1,)))[0]
+        return xp.take(ladder_a, xp.reshape(index, (1,)))[0], capped
 
-    def _watch(self, xp: Any, state: StepState, loss0: Any, status: Any) -> tuple[Any, ...]:
-        """Best loss, steps since it improved, and the run's status (stalled, diverged)."""
+    def _capped_message(self, J: LinearOperator, xp: Any, ladder: list[int], dinfo: Any) -> str:
+        N, P = J.shape
+        top = ladder[-1]
+        itemsize = 4 if J.dtype == xp.float32 else 8
+        path = "array" if J.is_materialized else "matrix-free"
+        fits = estimate_memory(
+            "nystrom", N, P, rank=min(2 * top, N, P), jacobian=path, itemsize=itemsize,
+            memory_budget=DEFAULT_BUDGET,
+        ).fits  # fmt: skip
+        why = (
+            "more than twice an exact solve's flops" if fits else
+            f"more memory than the {DEFAULT_BUDGET / 2**30:g} GiB budget"
+        )  # fmt: skip
+        deff = dinfo.effective_dimension
+        wants = "" if deff is None else f" (2 d_eff = {2 * float(deff):.0f})"
+        return (
+            f"natural-gradient sketch capped at rank {top} of {min(N, P)}: the step wants a "
+            f"larger one{wants}, but a larger sketch costs {why}. The direction misses "
+            "curvature outside the sketch; an exact method (engd-woodbury, spring) or "
+            "nystrom-pcg may reach further, or fix rank= to override"
+        )
+
+    def _watch(
+        self, xp: Any, state: StepState, loss0: Any, status: Any, capped: Any
+    ) -> tuple[Any, ...]:
+        """Best loss, steps since it improved, the run's status (stalled, diverged) and the
+        warning bits (1: stalled or diverged now, 2: the sketch was capped once)."""
         improved = loss0 < state.best_loss * (1.0 - 1e-4)
         best = xp.where(improved, loss0, state.best_loss)
         best = xp.where(xp.isfinite(loss0), best, state.best_loss)
@@ -818,7 +858,9 @@ class StepEngine:
         code = xp.where(ok & stalled, xp.asarray(int(Status.STALLED), dtype=xp.int32), code)
         code = xp.where(ok & diverged, xp.asarray(int(Status.DIVERGED), dtype=xp.int32), code)
         trouble = (code == int(Status.STALLED)) | (code == int(Status.DIVERGED))
-        warned = xp.where(trouble, xp.ones_like(state.warned), xp.zeros_like(state.warned))
+        one = xp.ones_like(state.warned)
+        capped_ever = (state.warned // 2 % 2 == 1) | xp.asarray(capped)
+        warned = xp.where(trouble, one, 0 * one) + xp.where(capped_ever, 2 * one, 0 * one)
         if not _dispatch.is_tracing(code):
             code = Status(int(code))
         return best, since, code, warned

@@ -422,14 +422,29 @@ def _adaptive_run(backend, engine, singular_values, N, P, steps, seed):
 def test_adaptive_rank_climbs_when_the_sketch_misses_curvature(backend64):
     """A Gram matrix with a slowly decaying spectrum and a damping that falls: the sketch
     grows from its first size and stays on its ladder (here 25 ... 200: beyond, a sketch
-    would cost more than twice an exact solve)."""
+    would cost more than twice an exact solve), and says once that it is capped."""
     engine = sl.StepEngine(sl.Nystrom(), line_search="grid")
-    ranks, info, *_, ladder = _adaptive_run(
-        backend64, engine, lambda P: 0.99 ** np.arange(P), 2000, 1000, steps=8, seed=1
-    )
+    with pytest.warns(sl.StepWarning, match="sketch capped at rank 200 of 1000"):
+        ranks, info, *_, ladder = _adaptive_run(
+            backend64, engine, lambda P: 0.99 ** np.arange(P), 2000, 1000, steps=8, seed=1
+        )
     assert ladder == [25, 50, 100, 200]
     assert max(ranks) == 200 and set(ranks) <= {25, 50, 100, 200}, ranks
     assert info.rank in (100, 200)
+
+
+def test_a_capped_sketch_says_so_once(backend64, monkeypatch):
+    """A ladder that stops below ``min(N, P)`` (here forced to 25 and 50; in use, by the
+    memory budget) while ``d_eff`` wants more: one warning naming the cap, then a bit in
+    ``state.warned``; the run goes on."""
+    monkeypatch.setattr(sl.StepEngine, "_ladder", lambda self, J, xp: [25, 50])
+    engine = sl.StepEngine(sl.Nystrom(), line_search="grid")
+    with pytest.warns(sl.StepWarning, match="sketch capped at rank 50 of 150") as seen:
+        ranks, info, *_ = _adaptive_run(
+            backend64, engine, lambda P: np.ones(P), 300, 150, steps=4, seed=2
+        )
+    assert sum("capped" in str(w.message) for w in seen) == 1
+    assert ranks[-1] == 50 and info.status is sl.Status.SUCCESS
 
 
 def test_small_problem_sketch_grows_to_the_exact_gram(backend64):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -84,9 +85,18 @@ def run_one(
     return record
 
 
+def _pin(threads: int | None) -> None:
+    """Bind this process to ``threads`` cores (Linux): XLA's and torch's helper threads
+    then share them too, which the thread variables alone do not ensure."""
+    if threads and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, set(cores[:threads]))
+
+
 def _child(argv: list[str]) -> None:
     """``python -m benchmarks.pinn --child JSON OUT``: one run, record written to OUT."""
     job = json.loads(argv[0])
+    _pin(job.get("threads"))
     spec = parse_optimizers(job["optimizer"])[0]
     record = run_one(
         job["problem"],
@@ -102,12 +112,23 @@ def _child(argv: list[str]) -> None:
     Path(argv[1]).write_text(json.dumps(_clean(record)))
 
 
+def _thread_env(threads: int) -> dict[str, str]:
+    """The environment of a run pinned to ``threads`` threads (BLAS, OpenMP, torch, XLA)."""
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = str(threads)
+    if threads == 1:
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
+    return env
+
+
 def _run_in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "record.json"
         cmd = [sys.executable, "-m", "benchmarks.pinn", "--child", json.dumps(job), str(out)]
         root = Path(__file__).resolve().parents[2]
-        proc = subprocess.run(cmd, cwd=root, check=False)
+        proc = subprocess.run(cmd, cwd=root, check=False, env=_thread_env(job["threads"]))
         if proc.returncode != 0 or not out.exists():
             return {
                 **job,
@@ -144,6 +165,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         f"{QUICK_STEPS} steps or {QUICK_BUDGET_S:g} s)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per run (BLAS, OpenMP, torch, XLA; default 1: the one-core comparison; "
+        "pinned in the subprocess of each run, not with --in-process)",
+    )
     p.add_argument("--beta", type=float, default=1.0, help="transport speed (40: hard case)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--quick", action="store_true", help="tiny networks and point sets, 4 steps")
@@ -195,6 +223,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     "quick": args.quick,
                     "beta": args.beta,
                     "dtype": args.dtype,
+                    "threads": args.threads,
                 }
                 if in_process:
                     record = run_one(
@@ -210,6 +239,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     record["peak_rss_scope"] = "whole process (--in-process)"
                 else:
                     record = _run_in_subprocess(job)
+                record["threads"] = args.threads
                 record["command"] = "python -m benchmarks.pinn " + " ".join(argv)
                 record["machine"] = machine
                 with out.open("a") as fh:
