@@ -635,7 +635,23 @@ class StepEngine:
             step_size=cast(info.step_size, low, wide),
             damping=cast(info.damping, low, wide),
         )
-        return xp.astype(update, low), StepState(*(cast(v, low, wide) for v in new)), info
+        update = xp.astype(update, low)
+        new = StepState(*(cast(v, low, wide) for v in new))
+        # a step finite in float64 can overflow float32 (a huge learning rate): not taken
+        fits = xp.all(xp.isfinite(update)) & xp.all(xp.isfinite(new.previous))
+        nonfinite = xp.asarray(int(Status.NONFINITE), dtype=xp.int32)
+        new = new._replace(
+            previous=xp.where(fits, new.previous, state.previous),
+            skipped=xp.where(fits, new.skipped, state.skipped + 1),
+            status=xp.where(fits, new.status, nonfinite),
+        )
+        if not _dispatch.is_tracing(fits) and not bool(fits):
+            _warn(
+                f"natural-gradient step not taken: the step (learning rate x step size x "
+                f"direction) overflows {low} ({status_message(Status.NONFINITE)})"
+            )
+            info = info._replace(status=Status.NONFINITE)
+        return xp.where(fits, update, xp.zeros_like(update)), new, info
 
     def _direction(
         self, J: LinearOperator, r: Array, setup: Any, state: StepState, mu: Any
