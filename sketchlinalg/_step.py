@@ -351,10 +351,9 @@ class StepEngine:
         optimizers take): the solver's own options go to :func:`make_solver`, the step's
         (``damping``, ``initial_damping``, ``line_search``, ``learning_rate``,
         ``grid_size``, ``armijo_c``, ``momentum``, ``max_trials``, ``stall_window``,
-        ``linalg_dtype``) to the
-        engine; any other raises ``TypeError`` naming the valid ones. ``None`` values take
-        the defaults (except ``line_search=None``: no line search, and ``linalg_dtype=None``:
-        no promotion).
+        ``linalg_dtype``) to the engine; any other raises ``TypeError`` naming the valid
+        ones. ``None`` values take the defaults (except ``line_search=None``: no line
+        search, and ``linalg_dtype=None``: no promotion).
 
         Examples
         --------
@@ -837,6 +836,7 @@ class StepEngine:
         return xp.take(ladder_a, xp.reshape(index, (1,)))[0], capped
 
     def _capped_message(self, J: LinearOperator, xp: Any, ladder: list[int], dinfo: Any) -> str:
+        """What capped the sketch (the memory budget or the cost rule) and what to use."""
         N, P = J.shape
         top = ladder[-1]
         itemsize = 4 if J.dtype == xp.float32 else 8
