@@ -479,6 +479,17 @@ class StepEngine:
         wide = self._wide_dtype(xp, r)
         if wide is not None:
             return self._promoted(J, r, state, wide, trial_loss, seed, lr)
+        return self._run(J, r, state, trial_loss, seed, lr, r.dtype)
+
+    def _run(
+        self, J: LinearOperator, r: Array, state: StepState, trial_loss: Any, seed: Any,
+        lr: Any, store: Any,
+    ) -> tuple[Array, StepState, StepInfo]:  # fmt: skip
+        """:meth:`step` on checked input, in ``r``'s dtype; ``store`` is the dtype the update
+        and the state are kept in (narrower when promoted): a step that overflows it is not
+        taken."""
+        xp = J.xp
+        N, P = J.shape
         loss0 = 0.5 * xp.sum(r * r)
         eager = not _dispatch.is_tracing(r, loss0, state.previous)
         if eager and not bool(xp.isfinite(loss0)):
@@ -543,7 +554,7 @@ class StepEngine:
 
         # the step itself (a huge learning rate can overflow a finite direction)
         step = -(lr * eta) * d
-        finite = finite & xp.all(xp.isfinite(step))
+        finite = finite & _fits(xp, step, store) & _fits(xp, eta * d, store)
         status = _combine(xp, finite, taken, eager)
         rank_next, capped = (
             self._next_rank(xp, ladder, rank, mu_next, floor, setup, t, min(N, P))
@@ -620,13 +631,14 @@ class StepEngine:
         def wide_loss(etas: Array, d: Array) -> Array:
             return xp.astype(trial_loss(xp.astype(etas, low), xp.astype(d, low)), wide)
 
-        update, new, info = self.step(
+        update, new, info = self._run(
             promote(J, wide),
             xp.astype(r, wide),
             StepState(*(cast(v, wide, low) for v in state)),
-            trial_loss=None if trial_loss is None else wide_loss,
-            seed=seed,
-            learning_rate=cast(lr, wide, low),
+            None if trial_loss is None else wide_loss,
+            seed,
+            cast(lr, wide, low),
+            low,
         )
         info = info._replace(
             loss=cast(info.loss, low, wide),
@@ -634,23 +646,7 @@ class StepEngine:
             step_size=cast(info.step_size, low, wide),
             damping=cast(info.damping, low, wide),
         )
-        update = xp.astype(update, low)
-        new = StepState(*(cast(v, low, wide) for v in new))
-        # a step finite in float64 can overflow float32 (a huge learning rate): not taken
-        fits = xp.all(xp.isfinite(update)) & xp.all(xp.isfinite(new.previous))
-        nonfinite = xp.asarray(int(Status.NONFINITE), dtype=xp.int32)
-        new = new._replace(
-            previous=xp.where(fits, new.previous, state.previous),
-            skipped=xp.where(fits, new.skipped, state.skipped + 1),
-            status=xp.where(fits, new.status, nonfinite),
-        )
-        if not _dispatch.is_tracing(fits) and not bool(fits):
-            _warn(
-                f"natural-gradient step not taken: the step (learning rate x step size x "
-                f"direction) overflows {low} ({status_message(Status.NONFINITE)})"
-            )
-            info = info._replace(status=Status.NONFINITE)
-        return xp.where(fits, update, xp.zeros_like(update)), new, info
+        return xp.astype(update, low), StepState(*(cast(v, low, wide) for v in new)), info
 
     def _direction(
         self, J: LinearOperator, r: Array, setup: Any, state: StepState, mu: Any
@@ -721,8 +717,6 @@ class StepEngine:
         method is the cheaper way to the same accuracy)."""
         N, P = J.shape
         dim = min(N, P)
-        itemsize = 4 if J.dtype == xp.float32 else 8
-        path = "array" if J.is_materialized else "matrix-free"
         method = "kernel-nystrom" if self.solver.method == "kernel-nystrom" else "nystrom"
         exact = min(N * N * P + N**3 / 3, N * P * P + P**3 / 3)
         affordable = max(2.0 * exact, CHEAP_FLOPS)
@@ -730,16 +724,13 @@ class StepEngine:
         l = MIN_RANK
         while True:
             size = min(l, dim)
-            est = estimate_memory(
-                method, N, P, rank=size, jacobian=path, itemsize=itemsize,
-                memory_budget=DEFAULT_BUDGET,
-            )  # fmt: skip
             if size >= dim and method == "nystrom" and J.is_materialized:
                 flops = 4.0 * N * P * dim + 8.0 * dim**3  # G exactly: a thin SVD of J
             else:
                 n = N if method == "kernel-nystrom" else P
                 flops = 4.0 * N * P * size + 12.0 * n * size**2
-            if sizes and (not est.fits or (J.is_materialized and flops > affordable)):
+            fits = _sketch_fits(J, xp, method, size)
+            if sizes and (not fits or (J.is_materialized and flops > affordable)):
                 break
             sizes.append(size)
             if size >= dim:
@@ -839,12 +830,7 @@ class StepEngine:
         """What capped the sketch (the memory budget or the cost rule) and what to use."""
         N, P = J.shape
         top = ladder[-1]
-        itemsize = 4 if J.dtype == xp.float32 else 8
-        path = "array" if J.is_materialized else "matrix-free"
-        fits = estimate_memory(
-            "nystrom", N, P, rank=min(2 * top, N, P), jacobian=path, itemsize=itemsize,
-            memory_budget=DEFAULT_BUDGET,
-        ).fits  # fmt: skip
+        fits = _sketch_fits(J, xp, "nystrom", min(2 * top, N, P))
         why = (
             "more than twice an exact solve's flops" if fits else
             f"more memory than the {DEFAULT_BUDGET / 2**30:g} GiB budget"
@@ -956,6 +942,20 @@ def _check_lr(lr: Any, P: int) -> Any:
             raise ValueError(f"learning_rate must be a scalar or of shape ({P},), got {lr.shape}")
         return lr
     return check_nonnegative(lr, "learning_rate")
+
+
+def _sketch_fits(J: LinearOperator, xp: Any, method: str, rank: int) -> bool:
+    """Whether a sketch of ``rank`` of ``J`` fits the default memory budget."""
+    N, P = J.shape
+    return bool(estimate_memory(
+        method, N, P, rank=rank, jacobian="array" if J.is_materialized else "matrix-free",
+        itemsize=4 if J.dtype == xp.float32 else 8, memory_budget=DEFAULT_BUDGET,
+    ).fits)  # fmt: skip
+
+
+def _fits(xp: Any, x: Array, dtype: Any) -> Any:
+    """Whether ``x`` is finite in ``dtype`` (a float64 step can overflow float32)."""
+    return xp.all(xp.isfinite(x if x.dtype == dtype else xp.astype(x, dtype)))
 
 
 #: Modules a step warning looks through to point at the caller's line: ours, the adapters'
