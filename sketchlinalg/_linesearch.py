@@ -60,22 +60,36 @@ def _status(xp: Any, ok: Any, finite0: Any) -> Any:
     return Status.SUCCESS if bool(ok) else Status.NO_DECREASE
 
 
-def grid_line_search(trial_loss: TrialLoss, loss0: Array, *, num: int = 31) -> LineSearchResult:
+def grid_line_search(
+    trial_loss: TrialLoss, loss0: Array, *, num: int = 31, batch: int | None = None
+) -> LineSearchResult:
     """ENGD's grid line search: the best of ``eta = 2^0, 2^-1, ..., 2^-(num-1)``.
 
-    ``trial_loss`` evaluates all ``num`` candidates in one call (the adapters batch it).
-    Non-finite losses never win, and the step is only taken when the best candidate is
-    *below* ``loss0``: an uphill step is never accepted (then ``eta = 0`` and the status is
-    ``NO_DECREASE``).
+    With ``batch=None`` ``trial_loss`` evaluates all ``num`` candidates in one call (the
+    adapters batch it). With ``batch = b`` the candidates are evaluated from ``eta = 1``
+    down, ``b`` per call, and the search stops once the minimum is bracketed: a candidate
+    is below ``loss0`` and a smaller step size was already worse than it. Along a ray
+    ``theta - eta d`` of a descent direction the loss falls from ``loss0`` as ``eta``
+    grows from 0, reaches its minimum and then rises; for such a (unimodal) loss the
+    early stop returns exactly the full grid's choice, and a step of ``2^-k`` costs
+    ``k + 2`` evaluations instead of ``num`` (a second, lower dip at a smaller step size is
+    missed, as any local search would). Non-finite losses never win, and the step is only
+    taken when the best candidate is *below* ``loss0``: an uphill step is never accepted
+    (then ``eta = 0`` and the status is ``NO_DECREASE``).
 
     Parameters
     ----------
     trial_loss : callable
-        ``etas (num,) -> losses (num,)``: the loss at ``theta - eta d`` for each ``eta``.
+        ``etas (k,) -> losses (k,)``: the loss at ``theta - eta d`` for each ``eta``
+        (``k = num`` with ``batch=None``, else ``k = batch``).
     loss0 : 0-d array
         The loss at ``theta``; its dtype and namespace are those of the search.
     num : int
         Grid points.
+    batch : int, optional
+        Candidates per call of ``trial_loss`` with the early stop; ``None``: the whole
+        grid in one call. One is cheapest where an evaluation's cost grows with the batch
+        (CPUs); on a GPU a batch of several costs about one evaluation.
 
     Returns
     -------
@@ -93,23 +107,81 @@ def grid_line_search(trial_loss: TrialLoss, loss0: Array, *, num: int = 31) -> L
     >>> res = grid_line_search(lambda etas: (1.0 - etas - 0.4) ** 2, np.asarray(0.36))
     >>> float(res.step_size), res.status.name
     (0.5, 'SUCCESS')
+    >>> res = grid_line_search(lambda etas: (1.0 - etas - 0.4) ** 2, np.asarray(0.36), batch=1)
+    >>> float(res.step_size), int(res.evaluations)  # eta = 1, 1/2, 1/4: bracketed
+    (0.5, 3)
     """
     num = check_int(num, "num", low=1)
     xp = _check_search(trial_loss, loss0, "grid_line_search")
-    etas = 0.5 ** xp.arange(num, dtype=loss0.dtype, device=_dispatch.device_of(loss0))
+    if batch is None:
+        etas = 0.5 ** xp.arange(num, dtype=loss0.dtype, device=_dispatch.device_of(loss0))
+        losses = _finite(xp, _call(trial_loss, etas, num))
+        best = xp.argmin(losses)
+        best_loss = xp.take(losses, xp.reshape(best, (1,)))[0]
+        best_eta = xp.take(etas, xp.reshape(best, (1,)))[0]
+        return _grid_result(xp, loss0, best_eta, best_loss, num, losses[0])
+    batch = check_int(batch, "batch", low=1)
+    offsets = xp.arange(batch, dtype=loss0.dtype, device=_dispatch.device_of(loss0))
+    inf = xp.full_like(loss0, float("inf"))
+
+    def cond(s: tuple[Any, ...]) -> Any:
+        start, best_loss, best_eta, last_eta, _ = s
+        bracketed = (best_loss < loss0) & (best_eta > last_eta)
+        return (start < num) & ~bracketed
+
+    def body(s: tuple[Any, ...]) -> tuple[Any, ...]:
+        start, best_loss, best_eta, _, first = s
+        index = xp.astype(start, loss0.dtype) + offsets
+        etas = 0.5**index
+        losses = xp.astype(_finite(xp, _call(trial_loss, etas, batch)), loss0.dtype)
+        valid = index < num  # the last batch may run past the grid
+        losses = xp.where(valid, losses, xp.full_like(losses, float("inf")))
+        k = xp.reshape(xp.argmin(losses), (1,))
+        new_loss, new_eta = xp.take(losses, k)[0], xp.take(etas, k)[0]
+        better = new_loss < best_loss  # ties keep the larger step, as argmin does
+        last_eta = xp.min(xp.where(valid, etas, xp.full_like(etas, float("inf"))))
+        first = xp.where(start == 0, losses[0], first)
+        return (
+            start + batch,
+            xp.where(better, new_loss, best_loss),
+            xp.where(better, new_eta, best_eta),
+            last_eta,
+            first,
+        )
+
+    zero = xp.zeros_like(loss0)
+    start = xp.asarray(0, device=_dispatch.device_of(loss0))
+    start, best_loss, best_eta, _, first = _dispatch.while_loop(
+        xp, cond, body, (start, inf, zero, zero + 1.0, inf)
+    )
+    evaluations = xp.where(start < num, start, xp.full_like(start, num))
+    return _grid_result(xp, loss0, best_eta, best_loss, evaluations, first)
+
+
+def _call(trial_loss: TrialLoss, etas: Array, k: int) -> Array:
     losses = trial_loss(etas)
-    if not _dispatch.is_array(losses) or tuple(losses.shape) != (num,):
+    if not _dispatch.is_array(losses) or tuple(losses.shape) != (k,):
         raise ValueError(
-            f"grid_line_search: trial_loss must return shape ({num},) for {num} step sizes, "
+            f"grid_line_search: trial_loss must return shape ({k},) for {k} step sizes, "
             f"got {_describe(losses)}"
         )
-    losses = xp.where(xp.isfinite(losses), losses, xp.full_like(losses, float("inf")))
-    best = xp.argmin(losses)
-    best_loss = xp.take(losses, xp.reshape(best, (1,)))[0]
-    ok = best_loss < loss0
-    eta = xp.where(ok, xp.take(etas, xp.reshape(best, (1,)))[0], xp.zeros_like(loss0))
+    return losses
+
+
+def _finite(xp: Any, losses: Array) -> Array:
+    return xp.where(xp.isfinite(losses), losses, xp.full_like(losses, float("inf")))
+
+
+def _grid_result(
+    xp: Any, loss0: Array, eta: Array, loss: Array, evaluations: Any, first: Array
+) -> LineSearchResult:
+    ok = loss < loss0
     return LineSearchResult(
-        eta, xp.where(ok, best_loss, loss0), _status(xp, ok, xp.isfinite(loss0)), num, losses[0]
+        xp.where(ok, eta, xp.zeros_like(loss0)),
+        xp.where(ok, loss, loss0),
+        _status(xp, ok, xp.isfinite(loss0)),
+        evaluations,
+        first,
     )
 
 

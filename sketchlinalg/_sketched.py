@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from . import _dispatch
 from ._estimate import estimate_error
-from ._exact import SVD
+from ._exact import SVD, Woodbury
 from ._lowrank import SOLVE_MODES, LowRankPSD, smallest_positive
 from ._nystrom import CORES, nystrom_from_sketch
 from ._operator import LinearOperator, gram, kernel
@@ -19,6 +19,7 @@ from ._solver_base import (
     DEFAULT_RANK,
     DirectionInfo,
     DirectionSolver,
+    GramState,
     SketchState,
     _all_finite,
     _check_choice,
@@ -427,3 +428,149 @@ def _pcg_maxiter(maxiter: int | None, n: int) -> int:
 
 def _pcg_status(status: Any) -> Any:
     return status if _dispatch.is_tracing(status) else Status(int(status))
+
+
+class TopState(NamedTuple):
+    """Set-up of :class:`ExactTop`: the Nystrom sketch of a rung below the top, or the exact
+    kernel and its eigenvalues at the top. Under ``jax.jit`` both are present (the ladder is
+    a ``lax.switch`` whose branches return one structure; the unused one is zeros) and
+    ``top`` selects."""
+
+    sketch: SketchState | None
+    exact: GramState | None
+    spectrum: Array | None
+    top: Any
+
+
+#: The top rung's solver: the kernel ``K = J J^T``, Cholesky of ``K + mu I`` per damping.
+_EXACT = Woodbury()
+
+
+@dataclass(frozen=True)
+class ExactTop(DirectionSolver):
+    r"""A sketched solver on an adaptive ladder whose top rung is ``G`` itself, in residual
+    form.
+
+    Below the top, ``sketched`` (:class:`Nystrom`: SNGD, or :class:`NystromPCG`) at the
+    ladder's size. At the top (an explicit ``J`` with ``N < P``: a Nystrom approximation of
+    rank ``N`` *is* ``G = J^T J``) the direction is ``(G + mu I)^{-1} J^T b = J^T (J J^T +
+    mu I)^{-1} b`` (the push-through identity), by a Cholesky factorization of the ``N x N``
+    damped kernel, with the kernel's eigenvalues (those of ``G``) for ``d_eff`` and the
+    scale: about the cost of one sketch of rank ``N / 4``, exact, and backward stable
+    (``G``'s eigenvectors would need a division by the square roots of the kernel's
+    eigenvalues, which loses the small ones).
+    """
+
+    sketched: _Sketched = Nystrom()
+    computes_gradient: ClassVar[bool] = True
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        """The sketched solver's method."""
+        return self.sketched.method
+
+    def check_damping(self, damping: Any, xp: Any = None, dtype: Any = None) -> Any:
+        """As the sketched solver's."""
+        return self.sketched.check_damping(damping, xp, dtype)
+
+    def init_top(self, J: LinearOperator, r: Array | None) -> TopState:
+        """The top rung's set-up: ``K = J J^T`` and its eigenvalues."""
+        exact = _EXACT.init(J, r)
+        xp = _dispatch.namespace(exact.matrix)
+        if exact.finite is True or _dispatch.is_tracing(exact.matrix):
+            lam = xp.linalg.eigvalsh(exact.matrix)
+        else:
+            lam = xp.full((exact.matrix.shape[0],), float("nan"), dtype=exact.matrix.dtype)
+        lam = xp.maximum(xp.flip(lam), xp.zeros_like(lam))  # descending, clipped at 0
+        return TopState(None, exact._replace(scale=lam[0]), lam, True)
+
+    def init_sketch(self, sketch: SketchState) -> TopState:
+        """A rung below the top, from its sketch."""
+        return TopState(sketch, None, None, False)
+
+    def scale(self, state: TopState) -> Any:
+        """The largest eigenvalue of ``G`` (the sketch's, or the kernel's)."""
+        return _pick(state, lambda s: self.sketched.scale(s), lambda lam: lam[0])
+
+    def damping_floor(self, state: TopState) -> Any:
+        """The sketch's smallest eigenvalue below the top, ``0`` at the top (exact)."""
+        return _pick(state, lambda s: self.sketched.damping_floor(s), lambda lam: 0.0 * lam[0])
+
+    def effective_dimension(self, state: TopState, mu: Any) -> Any:
+        """``d_eff(mu)`` of the spectrum the rung knows."""
+        return _pick(state, lambda s: s.approx.effective_dimension(mu), lambda lam: _deff(lam, mu))
+
+    def saturated(self, state: TopState) -> Any:
+        """Whether the rung misses nothing of ``G`` (always at the top)."""
+        return _pick(state, lambda s: s.saturated, lambda lam: True)
+
+    def solve(
+        self, state: TopState, rhs: Array | None = None, *, damping: float | Array
+    ) -> tuple[Array, DirectionInfo]:
+        """The rung's direction (under ``jax.jit`` a ``lax.cond`` on ``state.top``)."""
+        sketch, exact, spectrum = state.sketch, state.exact, state.spectrum
+        if exact is None or spectrum is None:
+            assert sketch is not None
+            return self.sketched.solve(sketch, rhs, damping=damping)
+
+        def top() -> tuple[Array, DirectionInfo]:
+            d, info = _EXACT.solve(exact, rhs, damping=damping)
+            return d, info._replace(
+                method=self.method,
+                message=f"{self.method}: exact top rung, {info.message}",
+                effective_dimension=_deff(spectrum, damping),
+            )
+
+        if sketch is None:
+            return top()
+        # traced: one of the two runs; the info keeps the arrays both have
+        xp = _dispatch.namespace(spectrum)
+
+        def arrays(d: Array, info: DirectionInfo) -> tuple[Array, ...]:
+            floats = (xp.asarray(getattr(info, f), dtype=spectrum.dtype) for f in _FLOAT_FIELDS)
+            its = 0 if info.iterations is None else info.iterations
+            ints = (xp.asarray(info.status, dtype=xp.int32), xp.asarray(its, dtype=xp.int32))
+            return (d, *ints, *floats)
+
+        d, status, iterations, *floats = _dispatch.cond(
+            xp,
+            state.top,
+            lambda: arrays(*top()),
+            lambda: arrays(*self.sketched.solve(sketch, rhs, damping=damping)),
+        )
+        info = make_info(
+            self.method,
+            status,
+            f"{self.method}: adaptive rank, exact at the top rung",
+            rank=sketch.approx.rank,
+            error_estimate=sketch.error_estimate,
+            iterations=iterations,
+            **dict(zip(_FLOAT_FIELDS, floats, strict=True)),
+        )
+        return d, info
+
+
+#: The array fields of a direction's info that both rungs of :class:`ExactTop` give.
+_FLOAT_FIELDS = (
+    "effective_dimension", "predicted_decrease", "gram_scale", "slope", "curvature",
+)  # fmt: skip
+
+
+def _deff(lam: Array, mu: Any) -> Array:
+    """``sum_i lam_i / (lam_i + mu)`` of non-negative eigenvalues."""
+    xp = _dispatch.namespace(lam)
+    denom = lam + mu
+    safe = xp.where(denom > 0, denom, xp.ones_like(denom))
+    return xp.sum(xp.where(denom > 0, lam / safe, xp.zeros_like(lam)))
+
+
+def _pick(state: TopState, sketch: Any, exact: Any) -> Any:
+    """``sketch(state.sketch)`` or ``exact(state.spectrum)``, whichever the rung holds (both,
+    selected by ``state.top``, under ``jax.jit``)."""
+    if state.exact is None:
+        return sketch(state.sketch)
+    if state.sketch is None:
+        return exact(state.spectrum)
+    a, b = exact(state.spectrum), sketch(state.sketch)
+    xp = _dispatch.namespace(state.spectrum)
+    return xp.where(state.top, xp.asarray(a), xp.asarray(b))

@@ -10,9 +10,10 @@ One step at parameters ``theta`` with residual ``r``, Jacobian ``J`` and loss
    ``b = r`` or, with momentum ``beta`` (SPRING), ``b = r - beta J phi`` and
    ``d <- d + beta phi``, ``phi`` the previous step taken (``eta d``, without ``lr``; ``0``
    after a step not taken);
-2. a step size ``eta``: the best point of the grid ``2^0 .. 2^-(n-1)`` (one batched loss
-   evaluation), Armijo backtracking, or ``eta = 1`` without a line search; a line search
-   never accepts a point whose loss is not below ``L(theta)``;
+2. a step size ``eta``: the best point of the grid ``2^0 .. 2^-(n-1)`` (evaluated from
+   ``eta = 1`` down until the loss rises past its minimum), Armijo backtracking, or
+   ``eta = 1`` without a line search; a line search never accepts a point whose loss is not
+   below ``L(theta)``;
 3. with ``damping="adaptive"`` (the default) ``mu`` adapts, relative to the spectrum: it
    starts at ``initial_damping`` times the largest eigenvalue ``lam_1`` of ``G`` and, with a
    line search, falls tenfold after every step whose accepted step size is at least ``1/8``
@@ -57,8 +58,8 @@ from ._linesearch import LINE_SEARCHES, armijo_line_search, grid_line_search
 from ._lowrank import LowRankPSD
 from ._memory import DEFAULT_BUDGET, estimate_memory
 from ._operator import LinearOperator, as_operator, promote
-from ._sketched import _Sketched
-from ._solver_base import DirectionInfo, DirectionSolver, SketchState
+from ._sketched import ExactTop, TopState, _Sketched
+from ._solver_base import DirectionInfo, DirectionSolver, GramState, SketchState
 from ._solvers import make_solver, solver_options
 from ._status import Method, Status, status_message
 from ._validation import check_int, check_nonnegative
@@ -93,6 +94,7 @@ _STEP_OPTIONS = (
     "line_search",
     "learning_rate",
     "grid_size",
+    "grid_batch",
     "armijo_c",
     "momentum",
     "max_trials",
@@ -100,7 +102,7 @@ _STEP_OPTIONS = (
     "linalg_dtype",
 )
 #: Options for which ``None`` is a setting (off), not "the default".
-_NONE_MEANS_OFF = ("line_search", "linalg_dtype")
+_NONE_MEANS_OFF = ("line_search", "grid_batch", "linalg_dtype")
 #: The values of ``linalg_dtype``.
 LINALG_DTYPES = ("float64", None)
 #: The first sketch size of an adaptive rank, and the smallest.
@@ -253,8 +255,11 @@ class StepEngine:
         unsketched part of the gradient would be scaled by ``1/mu``), and halves when the
         effective dimension ``d_eff(mu)`` falls below an eighth of it, between ``25`` and
         ``min(N, P)`` (and what fits 2 GiB), from ``100``. At ``min(N, P)`` with an explicit
-        ``J`` the sketch is ``G`` itself (one thin SVD). A sketch capped below ``min(N, P)``
-        (by memory or cost) while it wants to grow is warned about once.
+        ``J`` the sketch is ``G`` itself: for SNGD with ``N < P`` the ladder always ends
+        there, past the sizes a sketch can afford, with ``G`` solved in residual form
+        (``J^T (J J^T + mu I)^{-1} r``, about the cost of one exact solve); else by
+        one thin SVD. A sketch capped below ``min(N, P)`` (by memory or cost) while it
+        wants to grow is warned about once.
     damping : float or "adaptive"
         ``"adaptive"`` (default): Levenberg–Marquardt damping, relative to the spectrum
         (module docs); a float: that fixed ``mu >= 0`` (``> 0`` where the solver needs it),
@@ -262,12 +267,19 @@ class StepEngine:
     initial_damping : float
         ``tau``: the adaptive damping starts at ``tau lam_1`` (Marquardt, Nielsen).
     line_search : {"grid", "armijo", None}
-        ENGD's grid (``grid_size`` points in one batched evaluation), Armijo backtracking
-        from ``eta = 1`` (constant ``armijo_c``), or none (``eta = 1``).
+        ENGD's grid (``grid_size`` points from ``eta = 1`` down, evaluated ``grid_batch``
+        at a time until the minimum along the step is bracketed), Armijo backtracking from
+        ``eta = 1`` (constant ``armijo_c``), or none (``eta = 1``).
     learning_rate : float
         ``lr >= 0`` multiplying the line search's step: the update is ``-lr eta d``
         (:meth:`step` can override it per step: a schedule, per-parameter rates).
     grid_size, armijo_c : int, float
+    grid_batch : int or None
+        Trial losses per evaluation of the grid (:func:`grid_line_search`): ``1``
+        (default) evaluates them one by one and stops once the loss rises past its
+        minimum, so a step size of ``2^-k`` costs ``k + 2`` loss evaluations, not
+        ``grid_size``; a larger batch suits a GPU, where a batch of evaluations costs
+        about one; ``None`` evaluates the whole grid in one batch (no early stop).
     momentum : float
         SPRING's ``beta`` in ``[0, 1)`` (``0``: none).
     max_trials : int
@@ -307,6 +319,7 @@ class StepEngine:
     line_search: str | None = "grid"
     learning_rate: float = 1.0
     grid_size: int = 31
+    grid_batch: int | None = 1
     armijo_c: float = 1e-4
     momentum: float = 0.0
     max_trials: int = 4
@@ -333,6 +346,9 @@ class StepEngine:
         lr = check_nonnegative(self.learning_rate, "learning_rate")
         object.__setattr__(self, "learning_rate", lr)
         object.__setattr__(self, "grid_size", check_int(self.grid_size, "grid_size", low=1))
+        if self.grid_batch is not None:
+            batch = check_int(self.grid_batch, "grid_batch", low=1)
+            object.__setattr__(self, "grid_batch", batch)
         c = check_nonnegative(self.armijo_c, "armijo_c", strict=True)
         if not c < 1:
             raise ValueError(f"armijo_c must be in (0, 1), got {c}")
@@ -350,10 +366,11 @@ class StepEngine:
         """An engine from a method name and a flat set of options (what the adapters'
         optimizers take): the solver's own options go to :func:`make_solver`, the step's
         (``damping``, ``initial_damping``, ``line_search``, ``learning_rate``,
-        ``grid_size``, ``armijo_c``, ``momentum``, ``max_trials``, ``stall_window``,
-        ``linalg_dtype``) to the engine; any other raises ``TypeError`` naming the valid
-        ones. ``None`` values take the defaults (except ``line_search=None``: no line
-        search, and ``linalg_dtype=None``: no promotion).
+        ``grid_size``, ``grid_batch``, ``armijo_c``, ``momentum``, ``max_trials``,
+        ``stall_window``, ``linalg_dtype``) to the engine; any other raises ``TypeError``
+        naming the valid ones. ``None`` values take the defaults (except
+        ``line_search=None``: no line search, ``grid_batch=None``: the whole grid in one
+        batch, and ``linalg_dtype=None``: no promotion).
 
         Examples
         --------
@@ -496,8 +513,8 @@ class StepEngine:
             return self._skip(xp, state, loss0)
 
         ladder = self._ladder(J, xp) if self.adaptive_rank else None
-        setup, rank = self._setup(J, r, state, seed, ladder, eager)
-        solver = self.solver
+        solver = self._rungs(J, ladder)
+        setup, rank = self._setup(J, r, state, seed, ladder, eager, solver)
         eps = float(xp.finfo(r.dtype).eps)
         if self.adaptive_damping:
             scale = xp.maximum(solver.scale(setup), xp.asarray(eps, dtype=r.dtype))
@@ -512,7 +529,7 @@ class StepEngine:
         def trial(mu: Any) -> tuple[_Trial, DirectionInfo]:
             """Solve for ``max(mu, floor)`` and search the step size."""
             mu_eff = xp.maximum(mu, floor) if self.adaptive_damping else mu
-            d, dinfo, slope, curvature, model = self._direction(J, r, setup, state, mu_eff)
+            d, dinfo, slope, curvature, model = self._direction(solver, J, r, setup, state, mu_eff)
             finite = xp.all(xp.isfinite(d)) & xp.isfinite(loss0)
             d = xp.where(finite, d, xp.zeros_like(d))  # the loss is evaluated at safe points
             if self.line_search is None:
@@ -557,7 +574,7 @@ class StepEngine:
         finite = finite & _fits(xp, step, store) & _fits(xp, eta * d, store)
         status = _combine(xp, finite, taken, eager)
         rank_next, capped = (
-            self._next_rank(xp, ladder, rank, mu_next, floor, setup, t, min(N, P))
+            self._next_rank(xp, solver, ladder, rank, mu_next, floor, setup, t, min(N, P))
             if ladder is not None
             else (0, False)
         )
@@ -593,7 +610,7 @@ class StepEngine:
                     f"(learning rate x step size x direction) holds NaN/Inf ({dinfo.message})"
                 )
             elif status in (Status.STALLED, Status.DIVERGED) and not int(state.warned) & 1:
-                _warn(self._stall_message(status, loss0, best, mu_eff, rank, dinfo, setup))
+                _warn(self._stall_message(solver, status, loss0, best, mu_eff, rank, dinfo, setup))
             if ladder is not None and bool(capped) and not int(state.warned) & 2:
                 _warn(self._capped_message(J, xp, ladder, dinfo))
         info = StepInfo(
@@ -649,8 +666,9 @@ class StepEngine:
         return xp.astype(update, low), StepState(*(cast(v, low, wide) for v in new)), info
 
     def _direction(
-        self, J: LinearOperator, r: Array, setup: Any, state: StepState, mu: Any
-    ) -> tuple[Array, DirectionInfo, Any, Any, Any]:
+        self, solver: DirectionSolver, J: LinearOperator, r: Array, setup: Any,
+        state: StepState, mu: Any,
+    ) -> tuple[Array, DirectionInfo, Any, Any, Any]:  # fmt: skip
         """The direction for ``mu``, its slope ``d^T J^T r`` and curvature ``||J d||^2``, and
         the curvature of the solver's model ``d^T G_hat d``.
 
@@ -662,10 +680,10 @@ class StepEngine:
         beta = self.momentum
         if beta:
             phi = state.previous
-            d, dinfo = self.solver.solve(setup, r - beta * J.matvec(phi), damping=mu)
+            d, dinfo = solver.solve(setup, r - beta * J.matvec(phi), damping=mu)
             d = d + beta * phi
         else:
-            d, dinfo = self.solver.solve(setup, damping=mu)
+            d, dinfo = solver.solve(setup, damping=mu)
         model = dinfo.curvature
         exact = not isinstance(self.solver, _Sketched) or self.solver.method == Method.NYSTROM_PCG
         if beta or (not exact and (self.adaptive_damping or self.adaptive_rank)):
@@ -679,7 +697,7 @@ class StepEngine:
             return trial_loss(etas, d)
 
         if self.line_search == "grid":
-            return grid_line_search(losses, loss0, num=self.grid_size)
+            return grid_line_search(losses, loss0, num=self.grid_size, batch=self.grid_batch)
         return armijo_line_search(losses, loss0, slope, c=self.armijo_c)
 
     def _update_damping(
@@ -714,15 +732,20 @@ class StepEngine:
         """The sketch sizes an adaptive rank moves on: 25, 50, 100, ... up to ``min(N, P)``,
         what fits the default memory budget and, for an explicit ``J``, what costs at most
         twice an exact solve (flops of :func:`choose_method`'s model: beyond that an exact
-        method is the cheaper way to the same accuracy)."""
+        method is the cheaper way to the same accuracy).
+
+        SNGD with an explicit ``J`` and ``N < P`` ends, past the sizes a sketch can afford,
+        at ``N``: ``G`` itself, solved in residual form (:class:`ExactTop`), which costs
+        about an exact solve."""
         N, P = J.shape
         dim = min(N, P)
         method = "kernel-nystrom" if self.solver.method == "kernel-nystrom" else "nystrom"
         exact = min(N * N * P + N**3 / 3, N * P * P + P**3 / 3)
         affordable = max(2.0 * exact, CHEAP_FLOPS)
+        exact_top = self._exact_top(J)
         sizes: list[int] = []
         l = MIN_RANK
-        while True:
+        while min(l, dim) < dim or not exact_top:
             size = min(l, dim)
             if size >= dim and method == "nystrom" and J.is_materialized:
                 flops = 4.0 * N * P * dim + 8.0 * dim**3  # G exactly: a thin SVD of J
@@ -734,35 +757,65 @@ class StepEngine:
                 break
             sizes.append(size)
             if size >= dim:
-                break
+                return sizes
             l *= 2
+        if exact_top and _sketch_fits(J, xp, "woodbury", dim):
+            sizes.append(dim)  # the exact solve: what the cost rule compares against
         return sizes
 
+    def _exact_top(self, J: LinearOperator) -> bool:
+        """Whether an adaptive ladder ends at ``G`` in residual form (SNGD or Nystrom-PCG,
+        explicit ``J``, ``N < P``)."""
+        N, P = J.shape
+        ours = self.solver.method in (Method.NYSTROM, Method.NYSTROM_PCG)
+        return ours and J.is_materialized and N < P
+
+    def _rungs(self, J: LinearOperator, ladder: list[int] | None) -> DirectionSolver:
+        """The solver the step runs: the engine's, or :class:`ExactTop` over it."""
+        if ladder is not None and self._exact_top(J) and ladder[-1] == J.shape[0]:
+            assert isinstance(self.solver, _Sketched)
+            return ExactTop(self.solver)
+        return self.solver
+
     def _setup(
-        self, J: LinearOperator, r: Array, state: StepState, seed: Any, ladder: Any, eager: bool
-    ) -> tuple[Any, Any]:
+        self, J: LinearOperator, r: Array, state: StepState, seed: Any, ladder: Any,
+        eager: bool, solver: DirectionSolver,
+    ) -> tuple[Any, Any]:  # fmt: skip
         """The solver's set-up, at the sketch size of the state on an adaptive ladder."""
         if ladder is None:
             return self.solver.init(J, r, seed=seed), None
         xp = J.xp
         start = min(range(len(ladder)), key=lambda i: abs(ladder[i] - START_RANK))
         rank_arr = xp.asarray(state.rank)
+        exact_top = isinstance(solver, ExactTop)
         if eager:
             rank = int(rank_arr) if int(rank_arr) > 0 else ladder[start]
             index = min(range(len(ladder)), key=lambda i: abs(ladder[i] - rank))
-            solver = self._sized(ladder[index])
-            return solver.init(J, r, seed=seed), ladder[index]
+            size = ladder[index]
+            if not exact_top:
+                return self._sized(size).init(J, r, seed=seed), size
+            assert isinstance(solver, ExactTop)
+            if index == len(ladder) - 1:
+                return solver.init_top(J, r), size
+            return solver.init_sketch(self._sized(size).init(J, r, seed=seed)), size
         # traced: every size is compiled, one runs; the states are padded to the largest
-        top = ladder[-1]
+        # sketch (and, with an exact top, carry the kernel's eigendecomposition too)
+        sketches = ladder[:-1] if exact_top else ladder
+        width = sketches[-1] if sketches else 1
         ladder_a = xp.asarray(ladder, dtype=xp.int32)
         rank = xp.where(rank_arr > 0, rank_arr, xp.asarray(ladder[start], dtype=xp.int32))
         index = xp.argmin(xp.abs(ladder_a - rank))
+        N, P = J.shape
+        dtype = r.dtype
+
+        def no_kernel() -> tuple[Any, ...]:
+            return xp.zeros((N, N), dtype=dtype), xp.zeros((N,), dtype=dtype)
 
         def branch(size: int) -> Callable[[], tuple[Any, ...]]:
             def run() -> tuple[Any, ...]:
                 s = self._sized(size).init(J, r, seed=seed)
                 U, lam = s.approx.eigenvectors, s.approx.eigenvalues
-                pad = top - lam.shape[0]
+                pad = width - lam.shape[0]
                 U = xp.concat([U, xp.zeros((U.shape[0], pad), dtype=U.dtype)], axis=1)
                 lam = xp.concat([lam, xp.zeros((pad,), dtype=lam.dtype)])
                 g = s.gradient if s.gradient is not None else xp.zeros((0,), dtype=lam.dtype)
@@ -771,17 +824,33 @@ class StepEngine:
                     if s.error_estimate is None
                     else (s.error_estimate)
                 )
-                return U, lam, g, xp.asarray(s.finite), xp.asarray(s.saturated), err
+                kernel = no_kernel() if exact_top else ()
+                out = (U, lam, g, xp.asarray(s.finite), xp.asarray(s.saturated), err)
+                return out + kernel
 
             return run
 
-        U, lam, g, finite, saturated, err = _dispatch.switch(
-            xp, index, [branch(size) for size in ladder]
-        )
+        def top() -> tuple[Any, ...]:
+            assert isinstance(solver, ExactTop)
+            t = solver.init_top(J, r)
+            U = xp.zeros((P, width), dtype=dtype)
+            lam = xp.zeros((width,), dtype=dtype)
+            g = J.rmatvec(r)  # what the (unused) sketch branch's solve reads: finite
+            assert t.exact is not None
+            finite = xp.asarray(t.exact.finite)
+            out = (U, lam, g, finite, xp.asarray(True), xp.zeros((), dtype=dtype))
+            return (*out, t.exact.matrix, t.spectrum)
+
+        branches = [branch(size) for size in sketches] + ([top] if exact_top else [])
+        U, lam, g, finite, saturated, err, *kernel = _dispatch.switch(xp, index, branches)
         approx = LowRankPSD(U, lam, core="eigh")
         gradient = g if self.solver.computes_gradient else None
         err = err if getattr(self.solver, "error_power_iters", 0) else None
-        setup = SketchState(J, approx, r, gradient, err, finite, saturated)
+        setup: Any = SketchState(J, approx, r, gradient, err, finite, saturated)
+        if exact_top:
+            M, spectrum = kernel
+            exact = GramState(J.to_dense(), M, r, None, None, None, finite, spectrum[0])
+            setup = TopState(setup, exact, spectrum, index == len(ladder) - 1)
         return setup, xp.take(ladder_a, xp.reshape(index, (1,)))[0]
 
     def _sized(self, rank: int) -> _Sketched:
@@ -790,8 +859,8 @@ class StepEngine:
         return dataclasses.replace(self.solver, rank=rank)
 
     def _next_rank(
-        self, xp: Any, ladder: list[int], rank: Any, mu: Any, floor: Any, setup: Any, t: _Trial,
-        dim: int,
+        self, xp: Any, solver: DirectionSolver, ladder: list[int], rank: Any, mu: Any,
+        floor: Any, setup: Any, t: _Trial, dim: int,
     ) -> tuple[Any, Any]:  # fmt: skip
         """Double the sketch while it misses curvature along the step (``||J d||^2`` over
         twice the model's ``d^T G_hat d``) or the damping the step wants is below what it
@@ -801,9 +870,13 @@ class StepEngine:
         ladder_a = xp.asarray(ladder, dtype=xp.int32)
         rank_a = xp.asarray(rank, dtype=xp.int32)
         index = xp.argmin(xp.abs(ladder_a - rank_a))
-        deff = setup.approx.effective_dimension(t.mu_eff)
+        if isinstance(solver, ExactTop):
+            deff = solver.effective_dimension(setup, t.mu_eff)
+            saturated = xp.asarray(solver.saturated(setup))
+        else:
+            deff = setup.approx.effective_dimension(t.mu_eff)
+            saturated = xp.asarray(setup.saturated)
         ratio = t.curvature / xp.where(t.model_curvature > 0, t.model_curvature, 1.0)
-        saturated = xp.asarray(setup.saturated)
         # the sketch is adequate while its rank is at least twice d_eff (Frangella, Tropp,
         # Udell)
         small = 2.0 * deff > xp.astype(rank_a, deff.dtype)
@@ -868,14 +941,15 @@ class StepEngine:
         return best, since, code, warned
 
     def _stall_message(
-        self, status: Status, loss0: Any, best: Any, mu: Any, rank: Any, dinfo: Any, setup: Any
-    ) -> str:
+        self, solver: DirectionSolver, status: Status, loss0: Any, best: Any, mu: Any,
+        rank: Any, dinfo: Any, setup: Any,
+    ) -> str:  # fmt: skip
         what = (
             f"the loss has not improved for {self.stall_window} steps"
             if status is Status.STALLED
             else f"the loss rose to {float(loss0):.3e}, more than {DIVERGE_FACTOR:g} times its best"
         )
-        scale = float(self.solver.scale(setup))
+        scale = float(solver.scale(setup))
         deff = dinfo.effective_dimension
         parts = [
             f"natural-gradient run {status.name.lower()}: {what} (best {float(best):.3e}, now "

@@ -320,6 +320,7 @@ def _engine_entry() -> Entry:
             "line_search": "grid",
             "learning_rate": 1.0,
             "grid_size": 7,
+            "grid_batch": 2,
             "momentum": 0.0,
             "max_trials": 2,
             "stall_window": 10,
@@ -350,6 +351,7 @@ def _engine_entry() -> Entry:
         "line_search": "choice",
         "learning_rate": "float",
         "grid_size": "iters",
+        "grid_batch": "iters",
         "momentum": "float",
         "max_trials": "iters",
         "stall_window": "int",
@@ -504,10 +506,11 @@ def _core_entries() -> dict[str, Entry]:
             "trial_loss": lambda etas: (etas - 0.3) ** 2,
             "loss0": b.asarray(np.asarray(0.09)),
             "num": 7,
+            "batch": 2,
         },
         lambda kw: sl.grid_line_search(kw.pop("trial_loss"), kw.pop("loss0"), **kw),
         lambda res: ([res.step_size, res.loss], int(res.status) == sl.Status.SUCCESS),
-        {"trial_loss": "callable", "loss0": "float", "num": "iters"},
+        {"trial_loss": "callable", "loss0": "float", "num": "iters", "batch": "iters"},
         callable_shape=lambda etas: tuple(etas.shape),
     )
     entries["armijo_line_search"] = Entry(

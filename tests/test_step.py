@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sketchlinalg as sl
 
@@ -32,21 +34,56 @@ def test_grid_line_search_takes_the_best_lower_point(backend):
     assert res.evaluations == 31
 
 
-def test_grid_line_search_never_goes_uphill_and_ignores_nonfinite(backend):
+@pytest.mark.parametrize("batch", [None, 1, 4])
+def test_grid_line_search_never_goes_uphill_and_ignores_nonfinite(backend, batch):
     xp = backend.xp
     loss0 = backend.asarray(np.asarray(1.0))
-    up = sl.grid_line_search(lambda etas: 1.0 + etas, loss0, num=5)
+    up = sl.grid_line_search(lambda etas: 1.0 + etas, loss0, num=5, batch=batch)
     assert float(backend.to_numpy(up.step_size)) == 0.0 and up.status is sl.Status.NO_DECREASE
+    assert int(backend.to_numpy(xp.asarray(up.evaluations))) == 5  # nothing below: all tried
     assert float(backend.to_numpy(up.loss)) == 1.0
 
     def nan_for_long_steps(etas):  # NaN for eta >= 1/4, else (1 - eta - 0.875)^2 + 0.5
         ok = etas < 0.2
         return xp.where(ok, (0.125 - etas) ** 2 + 0.5, xp.full_like(etas, float("nan")))
 
-    res = sl.grid_line_search(nan_for_long_steps, loss0, num=6)
+    res = sl.grid_line_search(nan_for_long_steps, loss0, num=6, batch=batch)
     assert float(backend.to_numpy(res.step_size)) == 0.125
-    nan0 = sl.grid_line_search(lambda e: e, backend.asarray(np.asarray(np.nan)), num=3)
+    nan0 = sl.grid_line_search(lambda e: e, backend.asarray(np.asarray(np.nan)), num=3, batch=batch)
     assert nan0.status is sl.Status.NONFINITE and float(backend.to_numpy(nan0.step_size)) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(0, 33),
+    batch=st.integers(1, 9),
+    num=st.integers(1, 31),
+    curvature=st.floats(0.1, 10.0),
+)
+def test_early_stopping_grid_returns_the_full_grids_choice_on_a_unimodal_loss(
+    k, batch, num, curvature
+):
+    """Along a ray the loss ``c (eta - eta*)^2 - c eta*^2 + 1`` falls, bottoms out at
+    ``eta* = 0.7 * 2^-k`` and rises: the batched search stops once it has seen the rise, with
+    the full grid's step, and a step of ``2^-j`` costs ``j + 2`` evaluations one by one."""
+    star = 0.7 * 2.0**-k
+    calls = []
+
+    def trial(etas):
+        calls.append(etas.shape[0])
+        return curvature * ((etas - star) ** 2 - star**2) + 1.0
+
+    loss0 = np.asarray(1.0)
+    full = sl.grid_line_search(trial, loss0, num=num)
+    calls.clear()
+    early = sl.grid_line_search(trial, loss0, num=num, batch=batch)
+    assert float(early.step_size) == float(full.step_size)
+    assert float(early.loss) == float(full.loss) and early.status is full.status
+    assert float(early.first_loss) == float(full.first_loss)
+    assert all(c == batch for c in calls) and int(early.evaluations) == min(sum(calls), num)
+    if full.status is sl.Status.SUCCESS:
+        j = round(-np.log2(float(full.step_size)))
+        assert sum(calls) == batch * -(-min(j + 2, num) // batch)
 
 
 def test_armijo_line_search(backend):
@@ -72,11 +109,13 @@ def test_line_searches_trace_under_jit():
             return (x - 4.0 * etas) ** 2
 
         g = sl.grid_line_search(trial, x**2)
+        e = sl.grid_line_search(trial, x**2, batch=2)
         a = sl.armijo_line_search(trial, x**2, 8.0 * x)
-        return g.step_size, g.status, a.step_size, a.status
+        return g.step_size, g.status, e.step_size, e.evaluations, a.step_size, a.status
 
-    g, gs, a, as_ = both(jnp.asarray(1.0))
-    assert float(g) == 0.25 and float(a) == 0.25 and int(gs) == int(as_) == 0
+    g, gs, e, ne, a, as_ = both(jnp.asarray(1.0))
+    assert float(g) == float(e) == 0.25 and float(a) == 0.25 and int(gs) == int(as_) == 0
+    assert int(ne) == 4  # eta = 1, 1/2 | 1/4, 1/8: bracketed
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -395,12 +434,13 @@ def test_no_decrease_raises_the_damping_from_the_same_setup(backend64):
 
 def _adaptive_run(backend, engine, singular_values, N, P, steps, seed):
     """Steps of ``engine`` on the linear problem ``A theta = y``, ``A = U diag(s) V^T`` with a
-    prescribed spectrum: the sketch sizes it chose, the last info, ``theta``, ``A`` and ``y``
-    (NumPy) and the ladder."""
+    prescribed spectrum (``min(N, P)`` singular values): the sketch sizes it chose, the last
+    info, ``theta``, ``A`` and ``y`` (NumPy) and the ladder."""
     rng = np.random.default_rng(seed)
-    U = np.linalg.qr(rng.standard_normal((N, P)))[0]
-    V = np.linalg.qr(rng.standard_normal((P, P)))[0]
-    A_np = (U * singular_values(P)) @ V.T
+    k = min(N, P)
+    U = np.linalg.qr(rng.standard_normal((N, k)))[0]
+    V = np.linalg.qr(rng.standard_normal((P, k)))[0]
+    A_np = (U * singular_values(k)) @ V.T
     y_np = rng.standard_normal(N)
     A, y = backend.asarray(A_np), backend.asarray(y_np)
     assert engine.adaptive_rank
@@ -461,6 +501,51 @@ def test_small_problem_sketch_grows_to_the_exact_gram(backend64):
     assert np.linalg.norm(A.T @ (A @ theta - y)) <= 1e-8 * np.linalg.norm(A.T @ y)
 
 
+@pytest.mark.parametrize("solver", [sl.Nystrom(), sl.NystromPCG()], ids=["sngd", "pcg"])
+def test_sketched_ladder_ends_at_the_exact_gram_in_residual_form(backend64, solver):
+    """With fewer residuals than parameters (an explicit ``J``, ``N = 300 < P = 1500``) the
+    sizes a sketch can afford stop at 100, and the ladder's top is ``N`` itself: ``G``
+    solved as ``J^T (J J^T + mu I)^{-1} r``. A flat spectrum climbs there (SNGD: ``d_eff``
+    above half the sketch; Nystrom-PCG: CG needs many iterations), and the steps are
+    Gauss-Newton's: the underdetermined system is solved."""
+    engine = sl.StepEngine(solver, damping=1e-12, line_search="grid")
+    ranks, info, theta, A, y, ladder = _adaptive_run(
+        backend64, engine, lambda k: 0.995 ** np.arange(k), 300, 1500, steps=4, seed=5
+    )
+    assert ladder == [25, 50, 100, 300]
+    assert ranks[-1] == 300 and info.rank == 300, ranks
+    assert "exact top rung" in info.direction.message
+    assert np.linalg.norm(A @ theta - y) <= 1e-8 * np.linalg.norm(y)
+
+
+def test_the_exact_top_rung_is_the_damped_gauss_newton_direction(backend64):
+    """At the top, :class:`ExactTop` returns ``(G + mu I)^{-1} J^T b`` (to rounding), with
+    ``d_eff`` and the scale of ``G``'s spectrum; below it, Nystrom's sketch."""
+    from sketchlinalg._sketched import ExactTop
+
+    rng = np.random.default_rng(6)
+    A = rng.standard_normal((40, 90)) * 0.8 ** np.arange(90)[None, :]
+    b = rng.standard_normal(40)
+    J = sl.aslinearoperator(backend64.asarray(A))
+    rb = backend64.asarray(b)
+    solver = ExactTop(sl.Nystrom())
+    top = solver.init_top(J, rb)
+    G = A.T @ A
+    lam = np.linalg.eigvalsh(G)
+    for mu in (1e-1, 1e-6):
+        d, info = solver.solve(top, damping=mu)
+        want = np.linalg.solve(G + mu * np.eye(90), A.T @ b)
+        np.testing.assert_allclose(backend64.to_numpy(d), want, rtol=1e-6, atol=1e-9)
+        deff = np.sum(lam / (lam + mu))
+        assert float(backend64.to_numpy(info.effective_dimension)) == pytest.approx(deff, 1e-8)
+    assert float(backend64.to_numpy(solver.scale(top))) == pytest.approx(lam[-1], rel=1e-10)
+    assert float(solver.damping_floor(top)) == 0 and bool(solver.saturated(top))
+    below = solver.init_sketch(sl.Nystrom(rank=10).init(J, rb, seed=0))
+    d_s, _ = solver.solve(below, damping=1e-3)
+    d_n, _ = sl.Nystrom(rank=10).solve(below.sketch, damping=1e-3)
+    np.testing.assert_array_equal(backend64.to_numpy(d_s), backend64.to_numpy(d_n))
+
+
 def _pcg_ranks(backend, singular_values, N, P, steps=3):
     """The sizes an adaptive Nystrom-PCG preconditioner takes on a linear problem."""
     engine = sl.StepEngine(sl.NystromPCG(), damping=1e-10, line_search="grid")
@@ -518,20 +603,30 @@ def test_adaptive_engine_traces_under_jit_like_eager():
     import jax.numpy as jnp
 
     rng = np.random.default_rng(2)
-    A = jnp.asarray(rng.standard_normal((60, 80)) * 0.9 ** np.arange(80)[None, :])
-    y = jnp.asarray(rng.standard_normal(60))
-    for solver in (sl.Woodbury(), sl.Nystrom()):
+    # SNGD's ladders: [25, 50, 60] starts at its exact top (60 is nearest the first size,
+    # 100); [25, 50, 100, 150] starts on a sketch and climbs to the exact top
+    cases = [(sl.Woodbury(), 60, 80, 3), (sl.Nystrom(), 60, 80, 3), (sl.Nystrom(), 150, 200, 4)]
+    cases.append((sl.NystromPCG(), 150, 200, 3))
+    for solver, N, P, steps in cases:
+        A = jnp.asarray(rng.standard_normal((N, P)) * 0.97 ** np.arange(P)[None, :])
+        y = jnp.asarray(rng.standard_normal(N))
         engine = sl.StepEngine(solver, line_search="grid")
         step = _jax_linear_step(engine, A, y)
 
-        theta = jnp.zeros(80)
+        theta = jnp.zeros(P)
         state = engine.init(theta)
         jitted = jax.jit(step)
-        for k in range(3):
+        ranks = []
+        for k in range(steps):
             key = jax.random.key(k)
             eager = step(theta, state, key)
             traced = jitted(theta, state, key)
-            np.testing.assert_allclose(np.asarray(traced[0]), np.asarray(eager[0]), rtol=1e-8)
+            # CG stops at a relative residual sqrt(eps): XLA's rounding moves its iterate
+            rtol = 1e-5 if isinstance(solver, sl.NystromPCG) else 1e-8
+            np.testing.assert_allclose(np.asarray(traced[0]), np.asarray(eager[0]), rtol=rtol)
             for a, b in zip(eager[1], traced[1], strict=True):
-                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8)
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol)
             theta, state = theta + eager[0], eager[1]
+            ranks.append(int(state.rank))
+        if N == 150 and isinstance(solver, sl.Nystrom):
+            assert ranks[0] in (100, 150) and ranks[-1] == 150, ranks

@@ -75,8 +75,8 @@ class NaturalGradient(torch.optim.Optimizer):
         Columns per block of the default matrix-free Jacobian.
     **options
         Of :meth:`sketchlinalg.StepEngine.from_options`: ``damping``, ``line_search``,
-        ``grid_size``, ``armijo_c``, ``momentum`` and the solver's options (``rank``,
-        ``inverse``, ``sketch``, ``rtol``, ...).
+        ``grid_size``, ``grid_batch``, ``armijo_c``, ``momentum`` and the solver's options
+        (``rank``, ``inverse``, ``sketch``, ``rtol``, ...).
 
     Attributes
     ----------
