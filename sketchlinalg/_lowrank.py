@@ -132,11 +132,7 @@ class LowRankPSD:
         (Frangella, Tropp & Udell 2023). ``mu = 0`` gives the number of non-zero eigenvalues.
         """
         mu = check_nonnegative(mu, "mu", xp=self.xp, dtype=self.dtype)
-        xp = self.xp
-        lam = self.eigenvalues
-        denom = lam + mu
-        safe = xp.where(denom > 0, denom, xp.ones_like(denom))
-        return xp.sum(xp.where(denom > 0, lam / safe, xp.zeros_like(lam)))
+        return effective_dimension(self.xp, self.eigenvalues, mu)
 
     # -- inverses ----------------------------------------------------------------------
     def solve(
@@ -204,6 +200,14 @@ class LowRankPSD:
             )
             X = U @ (inv[:, None] * UtB)
         return X[:, 0] if vec else X
+
+
+def effective_dimension(xp: Any, lam: Array, mu: Any) -> Array:
+    """``sum_i lam_i / (lam_i + mu)`` of non-negative eigenvalues ``lam`` (terms with
+    ``lam_i + mu = 0`` count 0)."""
+    denom = lam + mu
+    safe = xp.where(denom > 0, denom, xp.ones_like(denom))
+    return xp.sum(xp.where(denom > 0, lam / safe, xp.zeros_like(lam)))
 
 
 def smallest_positive(xp: Any, lam: Array) -> Array:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, NamedTuple
 from . import _dispatch
 from ._estimate import estimate_error
 from ._exact import SVD, Woodbury
-from ._lowrank import SOLVE_MODES, LowRankPSD, smallest_positive
+from ._lowrank import SOLVE_MODES, LowRankPSD, effective_dimension, smallest_positive
 from ._nystrom import CORES, nystrom_from_sketch
 from ._operator import LinearOperator, gram, kernel
 from ._pcg import pcg
@@ -65,6 +65,14 @@ class _Sketched(DirectionSolver):
     def scale(self, state: SketchState) -> Any:
         """The sketch's largest eigenvalue."""
         return state.approx.eigenvalues[0]
+
+    def effective_dimension(self, state: SketchState, mu: Any) -> Any:
+        """``d_eff(mu)`` of the sketch's spectrum."""
+        return state.approx.effective_dimension(mu)
+
+    def saturated(self, state: SketchState) -> Any:
+        """Whether the sketch misses nothing of ``G`` (rank ``min(N, P)``)."""
+        return state.saturated
 
     def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
         """Sketch ``G = J^T J`` (and ``g = J^T r`` in the same pass)."""
@@ -498,11 +506,13 @@ class ExactTop(DirectionSolver):
 
     def effective_dimension(self, state: TopState, mu: Any) -> Any:
         """``d_eff(mu)`` of the spectrum the rung knows."""
-        return _pick(state, lambda s: s.approx.effective_dimension(mu), lambda lam: _deff(lam, mu))
+        return _pick(
+            state, lambda s: self.sketched.effective_dimension(s, mu), lambda lam: _deff(lam, mu)
+        )
 
     def saturated(self, state: TopState) -> Any:
         """Whether the rung misses nothing of ``G`` (always at the top)."""
-        return _pick(state, lambda s: s.saturated, lambda lam: True)
+        return _pick(state, lambda s: self.sketched.saturated(s), lambda lam: True)
 
     def solve(
         self, state: TopState, rhs: Array | None = None, *, damping: float | Array
@@ -557,11 +567,7 @@ _FLOAT_FIELDS = (
 
 
 def _deff(lam: Array, mu: Any) -> Array:
-    """``sum_i lam_i / (lam_i + mu)`` of non-negative eigenvalues."""
-    xp = _dispatch.namespace(lam)
-    denom = lam + mu
-    safe = xp.where(denom > 0, denom, xp.ones_like(denom))
-    return xp.sum(xp.where(denom > 0, lam / safe, xp.zeros_like(lam)))
+    return effective_dimension(_dispatch.namespace(lam), lam, mu)
 
 
 def _pick(state: TopState, sketch: Any, exact: Any) -> Any:

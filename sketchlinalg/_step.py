@@ -870,12 +870,9 @@ class StepEngine:
         ladder_a = xp.asarray(ladder, dtype=xp.int32)
         rank_a = xp.asarray(rank, dtype=xp.int32)
         index = xp.argmin(xp.abs(ladder_a - rank_a))
-        if isinstance(solver, ExactTop):
-            deff = solver.effective_dimension(setup, t.mu_eff)
-            saturated = xp.asarray(solver.saturated(setup))
-        else:
-            deff = setup.approx.effective_dimension(t.mu_eff)
-            saturated = xp.asarray(setup.saturated)
+        assert isinstance(solver, (_Sketched, ExactTop))
+        deff = solver.effective_dimension(setup, t.mu_eff)
+        saturated = xp.asarray(solver.saturated(setup))
         ratio = t.curvature / xp.where(t.model_curvature > 0, t.model_curvature, 1.0)
         # the sketch is adequate while its rank is at least twice d_eff (Frangella, Tropp,
         # Udell)
