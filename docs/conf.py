@@ -70,7 +70,14 @@ html_title = f"sketchlinalg {release}"
 
 # -- the getting-started examples ------------------------------------------------------------
 #: The scripts of docs/examples/ that the pages include, and the limit of each run [s].
-EXAMPLES = {"getting_started_jax": 300, "getting_started_torch": 300, "least_squares": 120}
+EXAMPLES = {
+    "getting_started_jax": 300,
+    "getting_started_torch": 300,
+    "getting_started_equinox": 300,
+    "getting_started_flax_linen": 300,
+    "getting_started_flax_nnx": 300,
+    "least_squares": 120,
+}
 #: Where their output goes; the pages include it from here (under the source tree, which
 #: ``literalinclude`` requires; docs/_build is ignored by git).
 EXAMPLE_OUTPUT = DOCS / "_build" / "examples"

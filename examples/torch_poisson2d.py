@@ -14,8 +14,10 @@ Run::
 
     OMP_NUM_THREADS=1 python examples/torch_poisson2d.py [--budget 60] [--steps 1000]
 
-One line per step (iteration, loss 1/2 ||r||^2 before the step, chosen step size, the
-damping and sketch size for the next step, the step's status, elapsed training time), then
+A progress line every ``--print-every`` steps (the step, the training time, the state of
+the run by ``sketchlinalg.step_summary``: loss 1/2 ||r||^2 before the step, its step size,
+the damping and sketch size for the next step, skipped steps, the status; and the last
+relative L2 error, evaluated every ``--eval-every`` steps, with the step it was taken at), then
 a final line with the iterations, the training wall time and the relative L2 error
 ||u - u*|| / ||u*|| on a uniform 100 x 100 grid of [0,1]^2 (boundary included). Training
 stops after ``--steps`` steps or at the first step that ends after ``--budget`` seconds;
@@ -34,7 +36,7 @@ from typing import Any
 import torch
 from sketchlinalg_torch import SNGD, Term, laplacian, pinn_residual, pinn_system
 
-from sketchlinalg import Status
+from sketchlinalg import step_summary
 
 
 def source(x: torch.Tensor) -> torch.Tensor:
@@ -121,8 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--float32", action="store_true", help="float32 instead of float64")
     parser.add_argument(
-        "--eval-every", type=int, default=0, help="also print the L2 error every k steps (untimed)"
+        "--eval-every", type=int, default=20, help="evaluate the L2 error every k steps (untimed)"
     )
+    parser.add_argument("--print-every", type=int, default=5, help="a progress line every k steps")
     parser.add_argument("--inverse", choices=("woodbury", "projected"), default="woodbury")
     parser.add_argument("--oversample", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="only the final line")
@@ -157,22 +160,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     elapsed = 0.0
     steps = 0
     loss = float("nan")
+    error, error_step = relative_l2_error(model, args.n_eval), 0
     while steps < args.steps and elapsed < args.budget:
         t0 = time.perf_counter()
         loss = float(opt.step())
         elapsed += time.perf_counter() - t0
         steps += 1
-        state = opt.state[next(iter(model.parameters()))]
-        if not args.quiet:
-            status = Status(int(state["status"])).name.lower()
-            rank_now = f"  rank {int(state['rank'])}" if int(state["rank"]) else ""
-            line = (
-                f"step {steps:4d}  loss {loss:.3e}  eta {float(state['step_size']):.1e}  mu "
-                f"{float(state['damping']):.1e}{rank_now}  {status}  elapsed {elapsed:6.2f} s"
+        if args.eval_every and steps % args.eval_every == 0:
+            error, error_step = relative_l2_error(model, args.n_eval), steps
+        if not args.quiet and (steps % args.print_every == 0 or steps == 1):
+            state = opt.state[next(iter(model.parameters()))]
+            print(
+                f"step {steps:5d} | {elapsed:6.1f} s | {step_summary(state)} | "
+                f"rel. L2 {error:.2e} (at step {error_step})",
+                flush=True,
             )
-            if args.eval_every and steps % args.eval_every == 0:
-                line += f"  L2 error {relative_l2_error(model, args.n_eval):.3e}"
-            print(line, flush=True)
     error = relative_l2_error(model, args.n_eval)
     print(
         f"final: {steps} iterations, {elapsed:.1f} s training, relative L2 error "

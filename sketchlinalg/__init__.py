@@ -63,6 +63,7 @@ from ._pinn import (
     stack_residual,
 )
 from ._preconditioner import nystrom_preconditioner
+from ._progress import step_summary
 from ._random import DefaultSampler, PortableSampler, Sampler, as_sampler
 from ._sketch import SKETCH_KINDS, sketch_matrix
 from ._sketched import KernelNystrom, Nystrom, NystromPCG
@@ -151,4 +152,5 @@ __all__ = [
     "spring_direction",
     "stack_residual",
     "status_message",
+    "step_summary",
 ]

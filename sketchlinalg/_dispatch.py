@@ -16,6 +16,7 @@ piece                      numpy    torch  jax    cupy   array-api-strict
 random normal / uniform    native   native native native portable (hash)
 triangular solve           scipy*   native native native generic
 while / fori loop, cond    python   python lax    python python
+host call (warnings)       python   python debug  python python
 row update (set_rows)      write    write  lax    write  write
 trace detection            no       no     yes    no     no
 =========================  =======  =====  =====  =====  ==================
@@ -251,6 +252,25 @@ def while_loop(xp: Any, cond: Callable[[Any], Any], body: Callable[[Any], Any], 
     while bool(cond(state)):
         state = body(state)
     return state
+
+
+def host_call(xp: Any, pred: Any, fn: Callable[..., None], *args: Any) -> None:
+    """Call ``fn(*args)`` on the host when ``pred`` holds (for warnings).
+
+    Eagerly a Python branch. Under ``jax.jit`` a ``lax.cond`` around
+    ``jax.debug.callback``: a compiled step can still warn, and only the steps that have
+    something to say pay for the call (``fn`` receives NumPy arrays then).
+    """
+    if backend_name(xp) == "jax" and _any_traced((pred, *args)):
+        jax = _module("jax")
+
+        def call(values: tuple[Any, ...]) -> None:
+            jax.debug.callback(fn, *values)
+
+        jax.lax.cond(pred, call, lambda values: None, tuple(args))
+        return
+    if bool(pred):
+        fn(*args)
 
 
 # ----------------------------------------------------------------------------------

@@ -602,17 +602,12 @@ class StepEngine:
             since_best=since,
             warned=warned,
         )
+        self._report(
+            xp, J, ladder, solver, setup, state.warned, status, capped, loss0, best, mu_eff,
+            rank, dinfo,
+        )  # fmt: skip
         if eager:
             status = Status(int(status))
-            if status is Status.NONFINITE:
-                _warn(
-                    f"natural-gradient step not taken: the direction, the loss or the step "
-                    f"(learning rate x step size x direction) holds NaN/Inf ({dinfo.message})"
-                )
-            elif status in (Status.STALLED, Status.DIVERGED) and not int(state.warned) & 1:
-                _warn(self._stall_message(solver, status, loss0, best, mu_eff, rank, dinfo, setup))
-            if ladder is not None and bool(capped) and not int(state.warned) & 2:
-                _warn(self._capped_message(J, xp, ladder, dinfo))
         info = StepInfo(
             status,
             loss0,
@@ -896,7 +891,65 @@ class StepEngine:
         index = xp.where(shrink, xp.maximum(index - 1, 0), index)
         return xp.take(ladder_a, xp.reshape(index, (1,)))[0], capped
 
-    def _capped_message(self, J: LinearOperator, xp: Any, ladder: list[int], dinfo: Any) -> str:
+    def _report(
+        self, xp: Any, J: LinearOperator, ladder: list[int] | None, solver: DirectionSolver,
+        setup: Any, warned: Any, status: Any, capped: Any, loss0: Any, best: Any, mu: Any,
+        rank: Any, dinfo: DirectionInfo,
+    ) -> None:  # fmt: skip
+        """The step's warnings (:class:`StepWarning`): a step not taken (NaN/Inf), a run
+        that stalled or diverged (once per episode), a capped sketch (once per run). Eager
+        and compiled steps give the same ones: under ``jax.jit`` they come through a host
+        callback that runs only on the steps that warn."""
+        dtype, device = loss0.dtype, _dispatch.device_of(loss0)
+        deff = dinfo.effective_dimension
+        try:
+            scale = solver.scale(setup)
+        except NotImplementedError:  # a solver of the user's without a spectrum estimate
+            scale = math.nan
+        values = (
+            xp.asarray(status, dtype=xp.int32, device=device),
+            xp.asarray(warned, dtype=xp.int32, device=device),
+            xp.asarray(capped, device=device),
+            loss0,
+            xp.asarray(best, dtype=dtype, device=device),
+            xp.asarray(mu, dtype=dtype, device=device),
+            xp.asarray(scale, dtype=dtype, device=device),
+            xp.asarray(-1 if rank is None else rank, dtype=xp.int32, device=device),
+            xp.asarray(math.nan if deff is None else deff, dtype=dtype, device=device),
+        )
+        code, old = values[0], values[1]
+        trouble = (code == int(Status.STALLED)) | (code == int(Status.DIVERGED))
+        need = (
+            (code == int(Status.NONFINITE))
+            | (trouble & (old % 2 == 0))
+            | (values[2] & (old // 2 % 2 == 0))
+        )
+        how = dinfo.message  # a string: known when the step is traced too
+
+        def warn(code: Any, old: Any, capped: Any, loss0: Any, best: Any, mu: Any,
+                 scale: Any, rank: Any, deff: Any) -> None:  # fmt: skip
+            status, old = Status(int(code)), int(old)
+            deff_ = None if math.isnan(float(deff)) else float(deff)
+            if status is Status.NONFINITE:
+                _warn(
+                    "natural-gradient step not taken: the direction, the loss or the step "
+                    f"(learning rate x step size x direction) holds NaN/Inf ({how}); the "
+                    "parameters are unchanged and state.skipped counts it. If the residual "
+                    "or its Jacobian is NaN/Inf here, check the model and the points; if "
+                    "the step overflowed, lower the learning rate or keep "
+                    "damping='adaptive' (float64 helps)"
+                )
+            elif status in (Status.STALLED, Status.DIVERGED) and not old & 1:
+                r = None if int(rank) < 0 else int(rank)
+                _warn(self._stall_message(status, loss0, best, mu, scale, r, deff_))
+            if ladder is not None and bool(capped) and not old & 2:
+                _warn(self._capped_message(J, xp, ladder, deff_))
+
+        _dispatch.host_call(xp, need, warn, *values)
+
+    def _capped_message(
+        self, J: LinearOperator, xp: Any, ladder: list[int], deff: float | None
+    ) -> str:
         """What capped the sketch (the memory budget or the cost rule) and what to use."""
         N, P = J.shape
         top = ladder[-1]
@@ -905,8 +958,7 @@ class StepEngine:
             "more than twice an exact solve's flops" if fits else
             f"more memory than the {DEFAULT_BUDGET / 2**30:g} GiB budget"
         )  # fmt: skip
-        deff = dinfo.effective_dimension
-        wants = "" if deff is None else f" (2 d_eff = {2 * float(deff):.0f})"
+        wants = "" if deff is None else f" (2 d_eff = {2 * deff:.0f})"
         return (
             f"natural-gradient sketch capped at rank {top} of {min(N, P)}: the step wants a "
             f"larger one{wants}, but a larger sketch costs {why}. The direction misses "
@@ -938,26 +990,30 @@ class StepEngine:
         return best, since, code, warned
 
     def _stall_message(
-        self, solver: DirectionSolver, status: Status, loss0: Any, best: Any, mu: Any,
-        rank: Any, dinfo: Any, setup: Any,
+        self, status: Status, loss0: Any, best: Any, mu: Any, scale: Any, rank: int | None,
+        deff: float | None,
     ) -> str:  # fmt: skip
         what = (
             f"the loss has not improved for {self.stall_window} steps"
             if status is Status.STALLED
             else f"the loss rose to {float(loss0):.3e}, more than {DIVERGE_FACTOR:g} times its best"
         )
-        scale = float(solver.scale(setup))
-        deff = dinfo.effective_dimension
+        scale = float(scale)
+        kind = "adaptive" if self.adaptive_damping else "fixed"
+        relative = (
+            f"{float(mu) / scale:.1e} of the largest eigenvalue {scale:.2e}, "
+            if math.isfinite(scale) and scale > 0
+            else ""
+        )
         parts = [
             f"natural-gradient run {status.name.lower()}: {what} (best {float(best):.3e}, now "
             f"{float(loss0):.3e})",
-            f"damping {float(mu):.2e} ({float(mu) / scale:.1e} of the largest eigenvalue "
-            f"{scale:.2e}, {'adaptive' if self.adaptive_damping else 'fixed'})",
+            f"damping {float(mu):.2e} ({relative}{kind})",
         ]
         if rank is not None:
-            parts.append(f"rank {int(rank)}")
+            parts.append(f"rank {rank}")
         if deff is not None:
-            parts.append(f"effective dimension {float(deff):.0f}")
+            parts.append(f"effective dimension {deff:.0f}")
         hint = (
             "try damping='adaptive' and no fixed rank"
             if not self.adaptive_damping
@@ -1029,9 +1085,11 @@ def _fits(xp: Any, x: Array, dtype: Any) -> Any:
     return xp.all(xp.isfinite(x if x.dtype == dtype else xp.astype(x, dtype)))
 
 
-#: Modules a step warning looks through to point at the caller's line: ours, the adapters'
-#: and the optimizer wrappers they run in.
-_INTERNAL_MODULES = ("sketchlinalg", "torch.optim", "torch.utils._contextlib", "optax")
+#: Modules a step warning looks through to point at the caller's line: ours, the adapters',
+#: the optimizer wrappers they run in, and JAX (a compiled step warns from a host callback).
+_INTERNAL_MODULES = (
+    "sketchlinalg", "torch.optim", "torch.utils._contextlib", "optax", "jax", "jaxlib",
+)  # fmt: skip
 
 
 def _warn(message: str) -> None:

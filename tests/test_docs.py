@@ -31,6 +31,9 @@ PACKAGES = ("sketchlinalg", "sketchlinalg_jax", "sketchlinalg_torch", "sketchlin
 EXAMPLES = {
     "getting_started_jax": (r"SNGD, \d+ steps: .*relative L2 error", 300),
     "getting_started_torch": (r"SNGD, \d+ steps: .*relative L2 error", 300),
+    "getting_started_equinox": (r"Equinox MLP, \d+ SNGD steps: relative L2 error", 300),
+    "getting_started_flax_linen": (r"Flax linen MLP, \d+ SNGD steps: relative L2 error", 300),
+    "getting_started_flax_nnx": (r"Flax nnx MLP, \d+ SNGD steps: relative L2 error", 300),
     "least_squares": (r"sketchlinalg +status [1-4],", 120),
 }
 BUILD_TIMEOUT = 600

@@ -245,11 +245,13 @@ def test_bad_input_is_rejected_and_params_stay_finite():
     state = opt.init(jnp.ones(2))
     with pytest.raises(ValueError, match=r"rank must be in \[1, 2\]"):
         opt.update(None, state, jnp.ones(2))
-    # under jit a non-finite residual cannot raise: the step is skipped instead
+    # under jit a non-finite residual cannot raise: the step is skipped, and says so
     bad = functools.partial(slj.jacobian_operator, lambda p: jnp.log(p - 2.0))
     opt = slj.engd(bad, damping=1e-3)
     params = jnp.ones(3)
-    updates, state = jax.jit(lambda s, p: opt.update(None, s, p))(opt.init(params), params)
+    step = jax.jit(lambda s, p: opt.update(None, s, p))
+    with pytest.warns(sl.StepWarning, match="not taken"):
+        updates, state = jax.block_until_ready(step(opt.init(params), params))
     assert np.all(np.isfinite(np.asarray(optax.apply_updates(params, updates))))
     assert int(state.skipped) == 1
     with pytest.raises(ValueError, match="line_search"):

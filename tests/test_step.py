@@ -581,6 +581,52 @@ def test_stall_is_reported_once_with_what_was_tried():
     assert info.status is sl.Status.STALLED and int(state.since_best) >= 3
 
 
+def test_compiled_steps_warn_as_eager_steps_do(monkeypatch):
+    """Under ``jax.jit`` the step warns as it does eagerly (a host callback on the steps
+    that have something to say): a step not taken, a stall once per episode, a capped
+    sketch once per run; the warning points at the caller's line."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+
+    def run(engine, A, r_of, steps, compiled):
+        def one(r, state):
+            update, state, _ = engine.step(A, r, state, trial_loss=trial, seed=0)
+            return update, state
+
+        def trial(etas, d):
+            res = A @ (-d[:, None] * etas[None, :]) - y[:, None]
+            return 0.5 * jnp.sum(res * res, axis=0)
+
+        fn = jax.jit(one) if compiled else one
+        state, seen = engine.init(jnp.zeros(A.shape[1])), []
+        for k in range(steps):
+            with _capture(seen):
+                update, state = fn(r_of(k), state)
+                jax.block_until_ready(update)
+        return [str(w.message) for w in seen], [w.filename for w in seen], state
+
+    # NaN in the residual: "not taken" on each such step, from the caller's line
+    A, y = jnp.eye(3), jnp.ones(3)
+    engine = sl.StepEngine(sl.Dense(), damping=1e-3, line_search=None, stall_window=3)
+    nan = jnp.where(jnp.arange(3) == 1, jnp.nan, 1.0)
+    for compiled in (False, True):
+        msgs, files, state = run(engine, A, lambda k: nan if k < 2 else -y, 6, compiled)
+        assert sum("not taken" in m for m in msgs) == 2, (compiled, msgs)
+        assert sum("stalled" in m for m in msgs) == 1, (compiled, msgs)  # steps 2..5 stall
+        assert set(files) == {__file__}, files
+        assert int(state.skipped) == 2
+    # a capped sketch: once per run, compiled or not
+    monkeypatch.setattr(sl.StepEngine, "_ladder", lambda self, J, xp: [25, 50])
+    rng = np.random.default_rng(2)
+    A = jnp.asarray(np.linalg.qr(rng.standard_normal((300, 150)))[0])
+    y = jnp.asarray(rng.standard_normal(300))
+    engine = sl.StepEngine(sl.Nystrom(), line_search="grid")
+    for compiled in (False, True):
+        msgs, _, _ = run(engine, A, lambda k: -y, 3, compiled)
+        assert sum("sketch capped at rank 50 of 150" in m for m in msgs) == 1, (compiled, msgs)
+
+
 class _capture:
     def __init__(self, sink):
         self.sink = sink

@@ -8,11 +8,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 import sketchlinalg as sl
 
-from ._operators import JacobianOperator, check_params
+from ._operators import JacobianOperator, split_params
 
 __all__ = ["JACOBIAN_MODES", "least_squares"]
 
@@ -38,7 +37,7 @@ def least_squares(
     Jacobians from JAX.
 
     Minimizes ``1/2 ||f(x)||^2`` for ``f = fun(x, *args, **kwargs)`` (flattened to
-    ``(m,)``) over a pytree ``x`` of float arrays (``ravel_pytree``: ``n`` entries) by
+    ``(m,)``) over a pytree ``x`` of float arrays (:func:`split_params`: ``n`` entries) by
     Levenberg–Marquardt, with the Jacobian by automatic differentiation:
     ``"dense"``, the ``(m, n)`` array by ``jacfwd`` (``n <= m``) or ``jacrev``, compiled
     once (the solver then uses an SVD and a trust region); ``"operator"``, a matrix-free
@@ -97,8 +96,7 @@ def least_squares(
     for name in ("jac", "args", "kwargs"):
         if name in options:
             raise TypeError(f"least_squares got {name!r} in options; it builds the Jacobian")
-    check_params(x0, "x0")
-    flat0, unravel = ravel_pytree(x0)
+    flat0, unravel, _ = split_params(x0, "x0")
     kwargs = {} if kwargs is None else dict(kwargs)
     args = tuple(args)
 

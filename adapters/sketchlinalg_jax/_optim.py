@@ -9,11 +9,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax.flatten_util import ravel_pytree
 
 import sketchlinalg as sl
 
-from ._operators import check_params
+from ._operators import split_params
 
 __all__ = [
     "LINE_SEARCHES",
@@ -75,6 +74,10 @@ def natural_gradient(
     ``update(updates, state, params, **extra)`` evaluates ``system_fn(params) -> (r, J)``,
     runs the core's step (direction, line search, momentum, the non-finite policy) and
     returns ``-learning_rate * eta * d`` as a pytree; the incoming ``updates`` are ignored.
+    ``params`` is any pytree: a dict of arrays, or an Equinox or Flax ``nnx`` module whose
+    floating-point arrays are the parameters (:func:`split_params`); the update holds
+    ``None`` at its other leaves, so apply it with :func:`apply_updates` (or
+    ``equinox.apply_updates``; ``optax.apply_updates`` when every leaf is a float array).
     Keyword arguments of ``update`` that ``system_fn`` / ``residual_fn`` accept by name are
     passed on, so a loop can resample points without rebuilding the optimizer
     (``opt.update(None, state, params, points=[interior, boundary])`` with
@@ -115,8 +118,7 @@ def natural_gradient(
     residual = residual_fn or (lambda p, **kw: system_fn(p, **kw)[0])
 
     def init(params: PyTree) -> NGDState:
-        check_params(params)
-        return NGDState(key0, *engine.init(ravel_pytree(params)[0]))
+        return NGDState(key0, *engine.init(split_params(params).flat))
 
     def update(
         updates: PyTree, state: NGDState, params: PyTree | None = None, **extra: Any
@@ -126,7 +128,7 @@ def natural_gradient(
             raise ValueError(
                 "natural-gradient transformations need params: update(g, state, params)"
             )
-        flat, unravel = ravel_pytree(params)
+        flat, unravel, as_updates = split_params(params)
         r, J = sl.check_system(system_fn(params, **system_kwargs(extra)), flat.shape[0])
 
         def trial_loss(etas: jax.Array, d: jax.Array) -> jax.Array:
@@ -141,7 +143,7 @@ def natural_gradient(
         step, new, _ = engine.step(
             J, r, sl.StepState(*state[1:]), trial_loss=trial_loss, seed=sub, learning_rate=lr
         )
-        return unravel(step), NGDState(key, *new)
+        return as_updates(step), NGDState(key, *new)
 
     return optax.GradientTransformationExtraArgs(init, update)
 

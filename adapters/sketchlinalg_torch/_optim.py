@@ -6,8 +6,7 @@ not give; so the functions are handed to the optimizer once and ``step()`` needs
 (one is still accepted and called, as in ``torch.optim``)::
 
     opt = SNGD(model.named_parameters(), functools.partial(pinn_system, model, terms=terms),
-               residual_fn=functools.partial(pinn_residual, model, terms=terms),
-               rank=300, damping=1e-10, inverse="projected")
+               residual_fn=functools.partial(pinn_residual, model, terms=terms))
     for _ in range(steps):
         loss = opt.step()          # 1/2 ||r||^2 before the step
 """

@@ -57,18 +57,9 @@ def errors(problem: Problem, trainer: Trainer, X: np.ndarray, ref: np.ndarray) -
 
 
 def _progress(trainer: Any) -> str:
-    """The natural-gradient state of a trainer (damping, rank, status, skipped), if any."""
+    """The natural-gradient state of a trainer (:func:`sketchlinalg.step_summary`), if any."""
     state = trainer.step_state() if hasattr(trainer, "step_state") else None
-    if state is None:
-        return ""
-    rank = int(state.rank)
-    status = sl.Status(int(state.status)).name.lower()
-    return (
-        f"mu {float(state.damping):.1e}"
-        + (f"  rank {rank}" if rank else "")
-        + f"  {status}"
-        + (f"  skipped {int(state.skipped)}" if int(state.skipped) else "")
-    )
+    return "" if state is None else sl.step_summary(state)
 
 
 class LiveLine:
@@ -106,10 +97,9 @@ class LiveLine:
         parts = [
             f"[{self.label}] [{bar}] {elapsed:6.1f}/{self.budget:g} s",
             f"step {step:6d}",
-            f"loss {loss:.3e}",
             f"rel.L2 {err:.2e}" if err is not None else "rel.L2 ........",
-            f"eta {eta:.1e}" if eta is not None else "",
-            extra,
+            # a natural-gradient run's summary has its own loss and step size
+            extra or f"loss {loss:.3e}" + (f"  eta {eta:.1e}" if eta is not None else ""),
         ]
         line = "  ".join(p for p in parts if p)
         end = "" if self.tty and not force else "\n"
