@@ -12,7 +12,12 @@ float64 is 36 MB). ``--rank`` / ``--damping`` fix them instead.
 
 Run::
 
-    OMP_NUM_THREADS=1 python examples/torch_poisson2d.py [--budget 60] [--steps 1000]
+    python examples/torch_poisson2d.py [--budget 60] [--steps 1000] [--threads N]
+
+Threads: on a machine with two CPUs or fewer the example runs torch on one thread unless
+``--threads`` says otherwise. Two threads are 1.7x faster while nothing else runs, and 1.6x
+slower than one while another process keeps a core busy (``python -m
+benchmarks.torch_cpu_settings``; docs/troubleshooting.md, "Threads on small CPU machines").
 
 A progress line every ``--print-every`` steps (the step, the training time, the state of
 the run by ``sketchlinalg.step_summary``: loss 1/2 ||r||^2 before the step, its step size,
@@ -30,6 +35,7 @@ import argparse
 import functools
 import itertools
 import math
+import os
 import time
 from typing import Any
 
@@ -94,6 +100,15 @@ def make_model(widths: list[int], seed: int, init: str, dtype: torch.dtype) -> t
     return torch.nn.Sequential(*layers).to(dtype)
 
 
+def default_threads() -> int | None:
+    """One torch thread on a machine with two CPUs or fewer (``None``: torch's default).
+
+    There, a second busy process (tests, another run) makes two threads slower than one,
+    while one thread costs a factor below two on a quiet machine: the safer default.
+    """
+    return 1 if (os.cpu_count() or 1) <= 2 else None
+
+
 def relative_l2_error(model: torch.nn.Module, n_eval: int) -> float:
     """``||u - u*|| / ||u*||`` on a uniform ``n_eval x n_eval`` grid of [0, 1]^2."""
     dtype = next(model.parameters()).dtype
@@ -120,18 +135,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-eval", type=int, default=100, help="evaluation grid per axis")
     parser.add_argument("--init", choices=("default", "xavier"), default="default")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: 1 on machines with <= 2 CPUs, else torch's)",
+    )
     parser.add_argument("--float32", action="store_true", help="float32 instead of float64")
     parser.add_argument(
         "--eval-every", type=int, default=20, help="evaluate the L2 error every k steps (untimed)"
     )
     parser.add_argument("--print-every", type=int, default=5, help="a progress line every k steps")
-    parser.add_argument("--inverse", choices=("woodbury", "projected"), default="woodbury")
-    parser.add_argument("--oversample", type=int, default=0)
+    parser.add_argument(
+        "--inverse", choices=("woodbury", "projected"), default=None, help="default: the library's"
+    )
+    parser.add_argument("--oversample", type=int, default=None, help="default: the library's")
     parser.add_argument("--quiet", action="store_true", help="only the final line")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    threads = args.threads if args.threads is not None else default_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     dtype = torch.float32 if args.float32 else torch.float64
 
     widths = [2] + [args.width] * args.depth + [1]
@@ -142,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rank = None if args.rank is None else min(args.rank, n_params)
     print(
         f"Poisson 2D: MLP {widths} ({n_params} parameters), {n_rows} residual rows, "
-        f"SNGD rank {rank or 'adaptive'}, {args.inverse} inverse, damping "
+        f"SNGD rank {rank or 'adaptive'}, {args.inverse or 'default'} inverse, damping "
         f"{args.damping or 'adaptive'}, grid line search, {dtype}, "
         f"{torch.get_num_threads()} torch threads",
         flush=True,
@@ -151,11 +174,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model.named_parameters(),
         functools.partial(pinn_system, model, terms=terms),
         residual_fn=functools.partial(pinn_residual, model, terms=terms),
-        rank=rank,
-        damping=args.damping,
-        inverse=args.inverse,
-        oversample=args.oversample,
         seed=args.seed,
+        **{
+            name: value
+            for name, value in (
+                ("rank", rank),
+                ("damping", args.damping),
+                ("inverse", args.inverse),
+                ("oversample", args.oversample),
+            )
+            if value is not None
+        },
     )
     elapsed = 0.0
     steps = 0
@@ -169,9 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.eval_every and steps % args.eval_every == 0:
             error, error_step = relative_l2_error(model, args.n_eval), steps
         if not args.quiet and (steps % args.print_every == 0 or steps == 1):
-            state = opt.state[next(iter(model.parameters()))]
             print(
-                f"step {steps:5d} | {elapsed:6.1f} s | {step_summary(state)} | "
+                f"step {steps:5d} | {elapsed:6.1f} s | {step_summary(opt)} | "
                 f"rel. L2 {error:.2e} (at step {error_step})",
                 flush=True,
             )

@@ -30,10 +30,11 @@ def step_summary(state: Any) -> str:
 
     Parameters
     ----------
-    state : StepState, sketchlinalg_jax.NGDState or mapping
-        The core's :class:`StepState`, a JAX optimizer's state, or a torch optimizer's
-        ``opt.state[param]`` (any object with the :class:`StepState` fields as attributes
-        or keys). Array fields are read on the host (call it outside ``jax.jit``).
+    state : StepState, sketchlinalg_jax.NGDState, torch optimizer or mapping
+        The core's :class:`StepState`, a JAX optimizer's state, a
+        ``sketchlinalg_torch`` optimizer (or its ``opt.state[param]``): any object with the
+        :class:`StepState` fields as attributes or keys. Array fields are read on the host
+        (call it outside ``jax.jit``).
 
     Returns
     -------
@@ -53,6 +54,9 @@ def step_summary(state: Any) -> str:
     >>> sl.step_summary(state)
     'loss 7.000e+00  eta 1.0e+00  mu 5.3e-04  skipped 0  success'
     """
+    groups = getattr(state, "param_groups", None)
+    if groups is not None:  # a torch.optim.Optimizer: the state it keeps at its first tensor
+        state = state.state[groups[0]["params"][0]]
     parts = []
     for name, label in _FIELDS:
         value = float(_field(state, name))

@@ -398,7 +398,9 @@ def test_constructor_errors_name_the_argument():
 def test_poisson_example_runs_small(capsys):
     example = load_example("torch_poisson2d")
     argv = ["--steps", "3", "--width", "12", "--n-interior", "6", "--n-side", "5"]
-    out = example.main([*argv, "--rank", "30", "--n-eval", "20", "--eval-every", "3"])
+    out = example.main(
+        [*argv, "--rank", "30", "--n-eval", "20", "--eval-every", "3", "--print-every", "1"]
+    )
     text = capsys.readouterr().out
     assert out["steps"] == 3 and math.isfinite(out["error"])
     assert text.count("\nstep ") == 3 and "L2 error" in text

@@ -14,10 +14,12 @@ A PINN in a few lines (``examples/torch_poisson2d.py`` is the full version)::
              Term(lambda u, x: u(x) - g(x), boundary, weight=4.0)]
     opt = SNGD(model.named_parameters(),
                functools.partial(pinn_system, model, terms=terms),
-               residual_fn=functools.partial(pinn_residual, model, terms=terms),
-               rank=300, damping=1e-10, inverse="projected")
+               residual_fn=functools.partial(pinn_residual, model, terms=terms))
     for _ in range(100):
         opt.step()
+
+The model takes one point ``(d,)`` or, written for batches, ``(n, d)`` (``pinn_system``'s
+``batched``).
 """
 
 import warnings as _warnings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -43,13 +44,63 @@ def _params(model: Any, params: Any, where: str) -> Mapping[Any, torch.Tensor]:
     return params
 
 
-def _scalar_model(model: torch.nn.Module, params: Mapping[Any, torch.Tensor]) -> Scalar:
+# The calling convention each module was found to follow (probed once per module):
+# True when it wants a batch (n, d) of points, False when it takes one point (d,).
+_BATCH_STYLE: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _batch_style(
+    model: torch.nn.Module,
+    params: Mapping[Any, torch.Tensor],
+    x0: torch.Tensor,
+    batched: bool | None,
+    where: str,
+) -> bool:
+    """Whether ``model`` is called on a batch ``(1, d)`` (True) or on a point ``(d,)``.
+
+    ``batched=None`` decides by calling the module once on the point ``x0``: a module that
+    fails there, or returns more than one value, and returns one value for ``x0[None]``
+    (shape ``(1, d)``) is batch-style. The answer is remembered per module.
+    """
+    if batched is not None:
+        if not isinstance(batched, bool):
+            raise TypeError(f"{where}: batched must be True, False or None, got {batched!r}")
+        return batched
+    known = _BATCH_STYLE.get(model)
+    if known is not None:
+        return known
+    tried: list[str] = []
+    for style, x in ((False, x0), (True, x0[None])):
+        try:
+            with torch.no_grad():
+                out = functional_call(model, dict(params), (x,))
+        except Exception as exc:  # the user's forward: any failure means "not this form"
+            tried.append(f"on a {tuple(x.shape)} input it raised {type(exc).__name__}: {exc}")
+            continue
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            _BATCH_STYLE[model] = style
+            return style
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        tried.append(f"on a {tuple(x.shape)} input it returned {shape}")
+    raise ValueError(
+        f"{where}: the model must map one point of shape (d,) to a scalar or (1,) output, or a "
+        f"batch of shape (n, d) to (n,) or (n, 1); {'; '.join(tried)}"
+    )
+
+
+def _scalar_model(
+    model: torch.nn.Module, params: Mapping[Any, torch.Tensor], batched: bool
+) -> Scalar:
+    """``u(x)`` for one point ``x`` of shape ``(d,)``: the module called on ``x`` or, for a
+    batch-style module, on ``x[None]`` (vmap over the points batches either form)."""
+
     def u(x: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, dict(params), (x,))
+        out = functional_call(model, dict(params), (x[None] if batched else x,))
         if out.numel() != 1:
             raise ValueError(
-                "model must map one point of shape (d,) to a scalar or a (1,) output, got an "
-                f"output of shape {tuple(out.shape)}"
+                "model must map one point of shape (d,) to a scalar or a (1,) output, or a "
+                f"batch (n, d) to (n,) or (n, 1); got an output of shape {tuple(out.shape)} "
+                f"for an input of shape {tuple(x.shape) if not batched else (1, *x.shape)}"
             )
         return out.reshape(())
 
@@ -62,6 +113,7 @@ def pinn_residual(
     terms: Sequence[Term],
     *,
     points: Sequence[torch.Tensor] | None = None,
+    batched: bool | None = None,
 ) -> torch.Tensor:
     """The stacked weighted PINN residual ``r(params)`` of shape ``(N,)``.
 
@@ -71,7 +123,8 @@ def pinn_residual(
     Parameters
     ----------
     model : torch.nn.Module
-        Maps one point of shape ``(d,)`` to a scalar or ``(1,)`` output.
+        Maps one point of shape ``(d,)`` to a scalar or ``(1,)`` output, or (batch-style)
+        a batch ``(n, d)`` to ``(n,)`` or ``(n, 1)``; see ``batched``.
     params : dict name -> torch.Tensor, or None
         Values for (some of) the module's parameters, used through
         ``torch.func.functional_call``; the module's own tensors (buffers included) fill
@@ -79,6 +132,11 @@ def pinn_residual(
     terms : sequence of Term
     points : sequence of torch.Tensor, optional
         One tensor per term replacing its points (freshly drawn ones, say).
+    batched : bool or None
+        How the module is called: ``False`` on one point ``(d,)``, ``True`` on a batch of
+        one ``(1, d)`` (a module written for batches, ``x[:, 0:1]``); ``torch.func.vmap``
+        over the points batches either form. ``None`` (default): decided once per module
+        by calling it on the first point both ways.
 
     Returns
     -------
@@ -90,7 +148,8 @@ def pinn_residual(
     terms = sl.check_terms(
         terms, points=points, dtype=probe.dtype, device=probe.device, where="pinn_residual"
     )
-    u = _scalar_model(model, params)
+    style = _batch_style(model, params, terms[0].points[0], batched, "pinn_residual")
+    u = _scalar_model(model, params, style)
 
     def values(k: int, pts: torch.Tensor) -> torch.Tensor:
         return vmap(lambda x: terms[k].at(u, x))(pts)
@@ -108,6 +167,7 @@ def pinn_system(
     chunk_size: int | None = None,
     out: torch.Tensor | None = None,
     points: Sequence[torch.Tensor] | None = None,
+    batched: bool | None = None,
 ) -> PINNSystem:
     r"""The weighted PINN residual and its Jacobian (:func:`sketchlinalg.build_pinn_system`).
 
@@ -121,8 +181,9 @@ def pinn_system(
     Parameters
     ----------
     model : torch.nn.Module
-        Maps one point of shape ``(d,)`` to a scalar or ``(1,)`` output (called through
-        ``torch.func.functional_call``; what ``params`` leaves out comes from the module).
+        Maps one point of shape ``(d,)`` to a scalar or ``(1,)`` output, or a batch
+        ``(n, d)`` to ``(n,)`` or ``(n, 1)`` (called through ``torch.func.functional_call``;
+        what ``params`` leaves out comes from the module).
     params : dict name -> torch.Tensor, or None
         Only tensors with ``requires_grad=True`` are differentiated; ``None``: the module's
         trainable parameters.
@@ -136,6 +197,8 @@ def pinn_system(
         benchmarks.scale --framework torch``); the next call overwrites it.
     points : sequence of torch.Tensor, optional
         One tensor per term replacing its points.
+    batched : bool or None
+        As in :func:`pinn_residual`.
 
     Returns
     -------
@@ -159,10 +222,11 @@ def pinn_system(
     trainable, frozen, layout = split_params(params, "pinn_system")
     like = layout.flatten(trainable)
     terms = sl.check_terms(terms, points=points, dtype=like.dtype, device=like.device)
+    style = _batch_style(model, params, terms[0].points[0], batched, "pinn_system")
 
     def kernel(term: Term) -> Any:
         def row(train: dict[Any, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return term.at(_scalar_model(model, {**frozen, **train}), x)
+            return term.at(_scalar_model(model, {**frozen, **train}, style), x)
 
         return vmap(grad_and_value(row), in_dims=(None, 0))
 
@@ -174,7 +238,7 @@ def pinn_system(
 
     def matrix_free() -> tuple[torch.Tensor, sl.JacobianOperator]:
         return jacobian_operator(
-            lambda p: pinn_residual(model, p, terms), params, chunk_size=chunk_size
+            lambda p: pinn_residual(model, p, terms, batched=style), params, chunk_size=chunk_size
         )
 
     with torch.no_grad():
