@@ -37,7 +37,7 @@ Memory
     each direction method and Jacobian path, the model behind ``auto``'s memory check.
 Nonlinear least squares
     :func:`least_squares` (scipy-compatible Levenberg–Marquardt around the directions),
-    :class:`LeastSquaresResult`.
+    :class:`LeastSquaresResult`, :class:`LeastSquaresIteration` (what ``callback`` receives).
 """
 
 from ._adaptive import AdaptiveNystromResult, adaptive_nystrom
@@ -48,6 +48,7 @@ from ._interop import DLPackOperator, dlpack_exchange
 from ._least_squares import LeastSquaresResult, least_squares
 from ._linesearch import LINE_SEARCHES, LineSearchResult, armijo_line_search, grid_line_search
 from ._lowrank import LowRankPSD
+from ._lsq_report import LeastSquaresIteration
 from ._memory import JACOBIAN_PATHS, MEMORY_METHODS, MemoryEstimate, estimate_memory, memory_plan
 from ._nystrom import nystrom
 from ._operator import FunctionOperator, LinearOperator, aslinearoperator, gram, kernel
@@ -104,6 +105,7 @@ __all__ = [
     "FunctionOperator",
     "JacobianOperator",
     "KernelNystrom",
+    "LeastSquaresIteration",
     "LeastSquaresResult",
     "LineSearchResult",
     "LinearOperator",

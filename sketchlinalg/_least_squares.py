@@ -6,7 +6,9 @@ with Moré's trust-region control of the damping (``direction="svd"``, what ``"a
 for a materialized Jacobian), or by one call of :func:`natural_gradient_direction` on the
 scaled Jacobian with Nielsen's (1999) damping update, so every direction method (exact,
 sketched, Nystrom-PCG) can drive it. The interface follows
-``scipy.optimize.least_squares`` where it applies.
+``scipy.optimize.least_squares``: robust losses by scipy's weighting of the residuals and
+the Jacobian (``_lsq_loss``), its forms of ``x0`` and ``bounds`` and its keywords without a
+counterpart (``_lsq_options``), ``verbose`` and ``callback`` (``_lsq_report``).
 """
 
 from __future__ import annotations
@@ -16,25 +18,27 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-import array_api_compat as _compat
-
 from . import _dispatch
 from ._direction import METHODS
 from ._exact import SVD, SVDState
 from ._finite_diff import FD_SCHEMES, finite_difference_jacobian
-from ._operator import FunctionOperator, LinearOperator
+from ._lsq_loss import LossTerms, make_loss
+from ._lsq_options import as_start, check_bounds, check_scipy_only, check_verbose
+from ._lsq_report import LeastSquaresIteration, Reporter, wrap_callback
+from ._operator import FunctionOperator, LinearOperator, aslinearoperator
 from ._random import as_sampler
 from ._solver_base import DEFAULT_RANK, DirectionSolver
 from ._solvers import choose_method, make_solver, solver_options
 from ._status import Status
-from ._validation import check_float_dtype, check_int
+from ._validation import check_int
 
-__all__ = ["LeastSquaresResult", "least_squares"]
+__all__ = ["LeastSquaresIteration", "LeastSquaresResult", "least_squares"]
 
 Array = Any
 
 STATUS_MESSAGES = {
     -3: "Numerical failure: see the details.",
+    -2: "Stopped because `callback` raised `StopIteration`.",
     0: "The maximum number of function evaluations is exceeded.",
     1: "`gtol` termination condition is satisfied.",
     2: "`ftol` termination condition is satisfied.",
@@ -64,14 +68,16 @@ class LeastSquaresResult(NamedTuple):
     x : array of shape (n,)
         Solution found: the last point with finite residuals whose step was accepted.
     cost : float
-        ``F(x) = 1/2 ||f(x)||^2``.
+        ``F(x) = 1/2 ||f(x)||^2``, or with a robust loss ``C^2/2 sum_i rho((f_i / C)^2)``
+        (scipy's cost).
     fun : array of shape (m,)
-        Residuals at ``x``.
+        Residuals at ``x`` (as ``fun`` returns them, also with a robust loss).
     jac : array or LinearOperator of shape (m, n)
         Jacobian at ``x``, of the type the Jacobian was given in (an array for finite
-        differences).
+        differences). With a robust loss, the weighted ``diag(w) J`` of scipy, whose
+        ``J_w^T J_w`` is the Gauss–Newton Hessian of the robust cost.
     grad : array of shape (n,)
-        Gradient ``J^T f`` of the cost at ``x``.
+        Gradient of the cost at ``x``: ``J^T f``, or ``J^T (rho' f)`` with a robust loss.
     optimality : float
         ``||grad||_inf`` (first-order optimality of an unconstrained problem).
     nfev : int
@@ -80,7 +86,8 @@ class LeastSquaresResult(NamedTuple):
         Jacobian evaluations (finite-difference Jacobians included).
     status : int
         ``-3`` numerical failure (non-finite Jacobian, or non-finite residuals at every
-        trial point until the step vanished), ``0`` ``max_nfev`` reached, ``1`` ``gtol``,
+        trial point until the step vanished), ``-2`` ``callback`` raised
+        ``StopIteration``, ``0`` ``max_nfev`` reached, ``1`` ``gtol``,
         ``2`` ``ftol``, ``3`` ``xtol``, ``4`` ``ftol`` and ``xtol`` satisfied.
     message : str
         The reason for stopping, with details (rejected non-finite trial points, ...).
@@ -98,8 +105,9 @@ class LeastSquaresResult(NamedTuple):
         increased (the trust region shrunk).
     result : Status
         The outcome in the library's vocabulary: ``SUCCESS`` (status 1-4),
-        ``MAX_ITERATIONS`` (0), ``NONFINITE`` or ``NO_DECREASE`` (-3: NaN/Inf, or the
-        damping overflowed without a lower cost).
+        ``MAX_ITERATIONS`` (0, and -2: the callback's stop is a cap set by the caller),
+        ``NONFINITE`` or ``NO_DECREASE`` (-3: NaN/Inf, or the damping overflowed without a
+        lower cost).
 
     Notes
     -----
@@ -144,19 +152,29 @@ def least_squares(
     xtol: float | None = 1e-8,
     gtol: float | None = 1e-8,
     x_scale: str | float | Array | None = None,
-    loss: str = "linear",
+    loss: str | Callable[[Array], Any] = "linear",
+    f_scale: float = 1.0,
     diff_step: float | Array | None = None,
+    tr_solver: str | None = None,
+    tr_options: Mapping[str, Any] | None = None,
+    jac_sparsity: Any = None,
     max_nfev: int | None = None,
+    verbose: int = 0,
     args: tuple[Any, ...] = (),
     kwargs: Mapping[str, Any] | None = None,
+    callback: Callable[..., Any] | None = None,
+    workers: Any = None,
     direction: str = "auto",
     direction_options: Mapping[str, Any] | None = None,
     initial_damping: float = 1e-3,
 ) -> LeastSquaresResult:
-    r"""Minimize ``F(x) = 1/2 ||f(x)||^2`` by Levenberg–Marquardt on any array-API backend.
+    r"""Minimize ``F(x) = 1/2 ||f(x)||^2``, or a robust cost, by Levenberg–Marquardt.
 
-    A drop-in for ``scipy.optimize.least_squares(method="lm")`` without bounds. Each trial
-    step solves the damped, scaled Gauss–Newton system
+    Any array-API backend; scipy's interface.
+
+    A drop-in for ``scipy.optimize.least_squares`` without finite bounds: scipy's keywords
+    are accepted, those without a counterpart are refused with the alternative named (see
+    below). Each trial step solves the damped, scaled Gauss–Newton system
 
     .. math::
 
@@ -190,19 +208,43 @@ def least_squares(
 
     With ``x_scale="jac"`` the scaling is MINPACK's: ``D_j = max(D_j, ||J e_j||)`` over the
     iterations (Moré 1978), which makes the method invariant to the units of the
-    variables. Bounds, robust losses and complex-step derivatives are out of scope: use
-    ``scipy.optimize.least_squares`` for those.
+    variables. Finite bounds and complex-step derivatives are out of scope: use
+    ``scipy.optimize.least_squares(method="trf")`` for those.
+
+    **Robust losses** (scipy's ``loss`` and ``f_scale``, Triggs et al. 2000). With a loss
+    ``rho`` and the soft margin ``C = f_scale`` the cost is
+
+    .. math::
+
+        F(x) = \frac{C^2}{2} \sum_i \rho(z_i), \qquad z_i = (f_i(x) / C)^2,
+
+    with ``rho(z) = z`` (``"linear"``), ``2 (sqrt(1 + z) - 1)`` (``"soft_l1"``), ``z`` for
+    ``z <= 1`` else ``2 sqrt(z) - 1`` (``"huber"``), ``log(1 + z)`` (``"cauchy"``),
+    ``arctan(z)`` (``"arctan"``), or a callable. Its gradient is ``J^T (rho'(z) f)`` and the
+    Gauss–Newton part of its Hessian (the second derivatives of ``f`` dropped)
+    ``J^T diag(rho' + 2 rho'' z) J``. With ``w = sqrt(max(rho' + 2 rho'' z, eps))`` the
+    iteration runs unchanged on the weighted system ``f_w = rho' f / w``, ``J_w = diag(w) J``
+    (scipy's ``scale_for_robust_loss_function``): ``J_w^T f_w`` is the gradient and
+    ``J_w^T J_w`` that Hessian, so every direction method works with every loss, and the
+    gain ratio compares the robust cost with the model of the weighted system. The weights
+    are re-evaluated at each accepted point. Unlike scipy, whose ``"lm"`` (MINPACK) takes
+    only the linear loss, the Levenberg–Marquardt loop here takes every loss; with the
+    trust-region control (``"svd"``) and ``x_scale=1`` (the default with a robust loss) it
+    is the iteration of scipy's ``method="trf"`` without bounds.
 
     Stopping (the meaning of scipy's ``method="lm"``; a tolerance below the dtype's machine
     epsilon is raised to it, ``None`` disables the test):
 
     * ``gtol``: ``max_j |(J^T f)_j| / (||J e_j|| ||f||) <= gtol`` (the cosines between the
       columns of ``J`` and ``f``; ``||J^T f||_inf <= gtol`` when ``J`` is a matrix-free
-      operator), or ``f = 0``. Status 1.
+      operator), or ``f = 0``. With a robust loss ``J`` and ``f`` are the weighted ones and
+      ``||f||`` is ``sqrt(2 F)`` (``||f_w||`` is large where the weights are clipped).
+      Status 1.
     * ``ftol``: the actual and the predicted relative reductions of the cost are both
       ``<= ftol`` and ``rho <= 2``. Status 2.
     * ``xtol``: ``||D p|| <= xtol (xtol + ||D x||)``. Status 3 (4 with ``ftol``).
     * ``max_nfev`` evaluations of ``fun``. Status 0.
+    * ``callback`` raised ``StopIteration``. Status -2 (scipy's code).
 
     ``ftol`` and ``xtol`` are tested after every trial step, accepted or not. The loop has
     data-dependent control flow: it runs eagerly (JAX arrays work, but not under
@@ -212,36 +254,74 @@ def least_squares(
     ----------
     fun : callable
         ``fun(x, *args, **kwargs)`` returning the residuals ``f(x)``: a 1-D array of shape
-        ``(m,)`` (or 0-d) of the same backend and dtype as ``x0``; ``m`` must not change
+        ``(m,)`` (or 0-d) of the same backend and dtype as ``x``; ``m`` must not change
         between calls.
-    x0 : array of shape (n,) or 0-d
-        Starting point, a real floating array of any array-API backend; finite.
+    x0 : array_like of shape (n,) or a number
+        Starting point; finite. An array of any array-API backend keeps its backend (an
+        integer or boolean array becomes the backend's default real floating dtype:
+        float64 for NumPy, ``torch.get_default_dtype()`` for PyTorch). A list, a tuple or a
+        Python number becomes a float64 NumPy array, as in scipy (NumPy is imported then,
+        through ``array_api_compat.numpy``), so ``fun`` receives NumPy arrays. A number or a
+        0-d array is treated as shape ``(1,)``.
     jac : {"2-point", "3-point"}, callable, array or LinearOperator
         The Jacobian ``J = df/dx`` of shape ``(m, n)``: finite differences (forward or
         central, array-API code; their evaluations are not counted in ``nfev``), a
         callable ``jac(x, *args, **kwargs)`` returning an array or a
         :class:`LinearOperator` (possibly matrix-free), or a constant array / operator.
-    bounds : None
-        Only ``None`` or ``(-inf, inf)``: bounds are not supported.
+        ``"cs"`` (complex steps) is refused.
+    bounds : None, 2-tuple or Bounds
+        scipy's forms: ``(lb, ub)`` of numbers or arrays of shape ``(n,)``, or an object with
+        ``lb`` and ``ub`` (``scipy.optimize.Bounds``). Only infinite bounds
+        (``-inf``/``inf``: unconstrained) are supported; finite bounds raise ``ValueError``
+        naming ``scipy.optimize.least_squares(method="trf")``. scipy's checks come first:
+        ``lb < ub`` everywhere, shapes that match ``x0``, ``x0`` within the bounds.
     method : {"lm"}
-        Levenberg–Marquardt (the only method).
+        Levenberg–Marquardt (the only method; it takes robust losses). ``"trf"`` and
+        ``"dogbox"`` are refused (they exist in scipy for finite bounds).
     ftol, xtol, gtol : float or None
         Tolerances (see above); default ``1e-8`` like scipy.
     x_scale : {None, "jac"}, float or array of shape (n,)
         Characteristic scale of each variable, ``D = 1 / x_scale``; ``"jac"`` is the
         adaptive MINPACK scaling and needs the Jacobian's columns (an array or a
-        materialized operator). ``None``: ``"jac"`` when the Jacobian is materialized,
-        else ``1``.
-    loss : {"linear"}
-        Only the least-squares loss.
+        materialized operator). ``None``: ``"jac"`` when the Jacobian is materialized and
+        the loss is linear (scipy's ``"lm"``), else ``1`` (with a robust loss: scipy's
+        ``"trf"``).
+    loss : {"linear", "soft_l1", "huber", "cauchy", "arctan"} or callable
+        The loss ``rho`` (above). A callable ``rho(z)`` takes the array ``z = (f / C)^2`` of
+        shape ``(m,)`` and returns an array of shape ``(3, m)`` of that backend and dtype:
+        ``rho(z)``, ``rho'(z)``, ``rho''(z)`` (scipy's protocol).
+    f_scale : float
+        The soft margin ``C > 0`` between inlier and outlier residuals; default ``1``. No
+        effect with the linear loss.
     diff_step : float or array of shape (n,), optional
         Relative finite-difference step ``s``: the step of ``x_j`` is ``s x_j`` (``s`` at
         ``x_j = 0``), as in MINPACK; default ``eps^(1/2)`` (2-point) or ``eps^(1/3)``
         (3-point).
+    tr_solver, tr_options : None
+        scipy's trust-region solvers of ``"trf"``/``"dogbox"``: only ``None`` (and an empty
+        ``tr_options``). The solver here is chosen with ``direction`` (``"svd"`` for scipy's
+        ``"exact"``, ``"nystrom-pcg"`` for its ``"lsmr"``), its options with
+        ``direction_options``.
+    jac_sparsity : None
+        Refused unless ``None``: finite differences are dense; give ``jac`` as a callable, or
+        as a :class:`LinearOperator` of products.
     max_nfev : int, optional
         Default ``100 n``.
+    verbose : {0, 1, 2}
+        0: silent. 1: scipy's termination report (the message; the evaluations, the initial
+        and final cost, the first-order optimality). 2: also a table with a row for the
+        start and one per accepted step: iteration, ``nfev``, cost, cost reduction, step norm
+        ``||p||``, optimality ``||grad||_inf`` and the damping ``mu``. Printed to stdout.
     args, kwargs
         Extra arguments of ``fun`` and ``jac``.
+    callback : callable, optional
+        Called after every accepted step (scipy's protocol): if its only parameter is named
+        ``intermediate_result`` it receives a :class:`LeastSquaresIteration` (``x``,
+        ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``nfev``, ``njev``, ``nit``),
+        otherwise a copy of ``x``. Raising ``StopIteration`` stops the run with status
+        ``-2``; the return value is ignored.
+    workers : None
+        Refused unless ``None`` (scipy's parallel finite differences).
     direction : str
         ``"svd"`` or one of :data:`METHODS`: how the damped system is solved (above).
     direction_options : mapping, optional
@@ -257,14 +337,19 @@ def least_squares(
     Returns
     -------
     LeastSquaresResult
+        With a robust loss, ``cost`` is the robust cost ``F``, ``fun`` the residuals of
+        ``fun`` and ``jac`` the weighted Jacobian ``J_w`` (scipy's, whose ``J_w^T J_w``
+        approximates the Hessian of ``F``), ``grad`` the gradient of ``F``.
 
     Raises
     ------
     ValueError
-        ``x0`` not finite or not 1-D, ``f(x0)`` not finite, the number of residuals
-        changing between calls, bounds or options out of range.
+        ``x0`` not finite, complex or not 1-D, ``f(x0)`` not finite, the number of residuals
+        changing between calls, bounds (crossed, mis-shaped, ``x0`` outside, finite),
+        options out of range, scipy keywords without a counterpart.
     TypeError
-        Non-array results of ``fun`` / ``jac``, dtype or backend mismatches.
+        Non-array results of ``fun`` / ``jac`` / a loss callable, dtype or backend
+        mismatches, a non-callable ``callback``.
 
     References
     ----------
@@ -274,6 +359,9 @@ def least_squares(
     Technical University of Denmark, 1999.
     Madsen, K., Nielsen, H. B., Tingleff, O. Methods for non-linear least squares
     problems, 2nd ed., IMM, DTU, 2004.
+    Triggs, B., McLauchlan, P. F., Hartley, R. I., Fitzgibbon, A. W. Bundle adjustment — a
+    modern synthesis. Vision Algorithms: Theory and Practice, LNCS 1883, Springer, 2000,
+    pp. 298-372.
 
     Examples
     --------
@@ -286,36 +374,37 @@ def least_squares(
     >>> res = least_squares(lambda p: p[0] * np.exp(-p[1] * t) - y, np.array([1.0, 1.0]))
     >>> res.success, np.round(res.x, 6).tolist()
     (True, [2.0, 1.3])
+
+    The same with two gross outliers: the least-squares fit is pulled away, the
+    ``"soft_l1"`` fit (``f_scale`` about the noise level) is not:
+
+    >>> y_out = y.copy()
+    >>> y_out[[3, 11]] += 5.0
+    >>> def residuals(p):
+    ...     return p[0] * np.exp(-p[1] * t) - y_out
+    >>> plain = least_squares(residuals, [1.0, 1.0])
+    >>> robust = least_squares(residuals, [1.0, 1.0], loss="soft_l1", f_scale=0.01)
+    >>> bool(np.abs(plain.x - [2.0, 1.3]).max() > 0.1), np.round(robust.x, 2).tolist()
+    (True, [2.0, 1.3])
     """
     # -- input checks ---------------------------------------------------------------
     if method != "lm":
         raise ValueError(
-            f'method must be "lm" (Levenberg–Marquardt), got {method!r}; scipy\'s "trf" and '
-            '"dogbox" exist for bounds, which sketchlinalg.least_squares does not support'
+            f'method must be "lm" (Levenberg–Marquardt), got {method!r}; robust losses work '
+            'with it here, and scipy\'s "trf" and "dogbox" exist for finite bounds, which '
+            "sketchlinalg.least_squares does not support: use "
+            'scipy.optimize.least_squares(method="trf") for those'
         )
-    _check_no_bounds(bounds)
-    if loss != "linear":
-        raise ValueError(f'loss must be "linear", got {loss!r}; robust losses are not supported')
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    check_scipy_only(tr_solver, tr_options, jac_sparsity, workers)
+    verbose_v = check_verbose(verbose)
     kwargs = {} if kwargs is None else dict(kwargs)
     args = tuple(args)
-    if not _dispatch.is_array(x0):
-        raise TypeError(
-            "x0 must be an array of an array-API backend (e.g. numpy.asarray(x0, "
-            f"dtype=float)), got {type(x0).__name__}"
-        )
-    xp = _compat.array_namespace(x0)
-    check_float_dtype(xp, x0.dtype, "x0's dtype")
-    if x0.ndim == 0:
-        x0 = xp.reshape(x0, (1,))
-    if x0.ndim != 1:
-        raise ValueError(f"x0 must be 1-D of shape (n,), got shape {tuple(x0.shape)}")
-    if not bool(xp.all(xp.isfinite(x0))):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(x0), xp.int32)))
-        raise ValueError(f"x0 holds {bad} NaN/Inf value(s); the starting point must be finite")
+    xp, x0 = as_start(x0)
+    check_bounds(bounds, xp, x0)
     n = int(x0.shape[0])
     dtype = x0.dtype
     device = _dispatch.device_of(x0)
@@ -336,26 +425,42 @@ def least_squares(
             f"jac must be one of {FD_SCHEMES}, a callable, an array or a LinearOperator, "
             f"got {jac!r} (complex steps are not supported)"
         )
+    robust = make_loss(loss, f_scale, xp, dtype, device)
+    on_step = wrap_callback(callback)
 
     residual = _Residual(fun, args, kwargs, xp, dtype)
     x = x0
-    f = residual(x, "x0")
+    # f_raw: the residuals of fun; f: those the iteration works on (weighted by a robust
+    # loss, see _lsq_loss), with the Jacobian weighted alike: J_w^T f_w is the gradient.
+    f_raw = residual(x, "x0")
     nfev = 1
-    finite0 = bool(xp.all(xp.isfinite(f)))
-    cost = 0.5 * _dot(xp, f, f) if finite0 else math.inf
+    finite0 = bool(xp.all(xp.isfinite(f_raw)))
+    terms: LossTerms | None = None
+    if robust is None:
+        f = f_raw
+        cost = 0.5 * _dot(xp, f, f) if finite0 else math.inf
+    else:
+        terms = robust.terms(f_raw, "x0") if finite0 else None
+        cost = terms.cost if terms is not None else math.inf
+        f = terms.f_w if terms is not None else f_raw
     if not math.isfinite(cost):
         raise ValueError(
-            "fun(x0) returned NaN/Inf residuals (or a sum of squares that overflows); start "
-            "from a point where the residuals are finite"
+            "fun(x0) returned NaN/Inf residuals (or a cost that overflows, or a loss callable "
+            "that returned NaN/Inf); start from a point where the residuals are finite"
         )
     m = residual.m
     jacobian = _Jacobian(jac, args, kwargs, residual, xp, dtype, (m, n), rel_step)
+    reporter = Reporter(verbose_v, cost)
 
     # -- the Levenberg–Marquardt loop -------------------------------------------------
-    J_user, Jd, J_op = jacobian(x, f)
+    J_out, Jd, J_op = _weigh(xp, terms, *jacobian(x, f_raw))
     njev = 1
     D: Array | None = None  # scaling (None: identity)
-    scale_mode = "jac" if (fixed_scale is None and Jd is not None) else fixed_scale
+    # x_scale=None: MINPACK's "jac" (scipy's "lm") for least squares; 1 (scipy's "trf", its
+    # method for robust losses) with a robust loss, whose clipped weights shrink the columns
+    # of J_w that "jac" would divide by, and so inflate the steps.
+    jac_default = Jd is not None and robust is None
+    scale_mode = "jac" if (fixed_scale is None and jac_default) else fixed_scale
     if isinstance(scale_mode, str) and Jd is None:
         raise ValueError(
             'x_scale="jac" needs the Jacobian\'s columns, but jac gave a matrix-free operator; '
@@ -392,9 +497,20 @@ def least_squares(
     nonfinite_streak = 0  # trial points with non-finite residuals since the last acceptance
     used_direction = method_
     step_count = 0
+    g = _gradient(xp, Jd, J_op, f)
+
+    def fnorm() -> float:
+        """``||f||`` of the gtol test; ``sqrt(2 F)`` with a robust loss, whose weighted
+        residuals are large where the weights are clipped (``J_w^T f_w`` stays the
+        gradient, but ``||f_w||`` no longer measures the cost)."""
+        if robust is None or cost <= 0.0:
+            return _norm(xp, f if robust is None else f_raw)
+        return math.sqrt(2.0 * cost)
+
+    reporter.header()
+    reporter.row(0, nfev, cost, None, None, _inf_norm(xp, g), control.mu)
 
     while status is None:
-        g = _gradient(xp, Jd, J_op, f)
         if not bool(xp.all(xp.isfinite(g))) or (
             Jd is not None and not bool(xp.all(xp.isfinite(Jd)))
         ):
@@ -404,7 +520,7 @@ def least_squares(
                 "residuals (finite-difference steps may have left the domain of fun)"
             )
             break
-        if gtol_v is not None and _gradient_measure(xp, g, f, col_norms, Jd) <= gtol_v:
+        if gtol_v is not None and _gradient_measure(xp, g, fnorm(), col_norms, Jd) <= gtol_v:
             status = 1
             break
         if nfev >= max_nfev:
@@ -446,14 +562,21 @@ def least_squares(
                 if not xtol_ok:
                     notes.append("the step fell below the floating-point resolution of x")
                 break
-            f_new = residual(x_new, f"trial point {nfev}")
+            where = f"trial point {nfev}"
+            f_new = residual(x_new, where)
             nfev += 1
             finite = bool(xp.all(xp.isfinite(f_new)))
             ftol_ok = False
             accept = False
             rho = -math.inf
+            terms_new: LossTerms | None = None
             if finite:
-                actual = _reduction(xp, f, f_new)
+                if robust is None or terms is None:
+                    actual = _reduction(xp, f, f_new)
+                else:
+                    terms_new = robust.terms(f_new, where)
+                    finite_cost = math.isfinite(terms_new.cost)
+                    actual = robust.reduction(terms, terms_new) if finite_cost else math.inf
                 finite = math.isfinite(actual) and math.isfinite(predicted)
             if finite:
                 rho = actual / predicted if predicted > 0 else -math.inf
@@ -468,17 +591,40 @@ def least_squares(
                 nonfinite_trials += 1
                 nonfinite_streak += 1
             if accept:
-                x, f = x_new, f_new
-                cost = 0.5 * _dot(xp, f, f)
+                x, f_raw = x_new, f_new
+                if terms_new is None:
+                    f = f_new
+                    cost = 0.5 * _dot(xp, f, f)
+                else:
+                    terms = terms_new
+                    f, cost = terms.f_w, terms.cost
                 nit += 1
                 nonfinite_streak = 0
                 control.accept(rho, step_norm)
-                J_user, Jd, J_op = jacobian(x, f)
+                J_out, Jd, J_op = _weigh(xp, terms, *jacobian(x, f_raw))
                 njev += 1
                 if Jd is not None:
                     col_norms = _column_norms(xp, Jd)
                     if isinstance(scale_mode, str):  # "jac"
                         D = xp.maximum(D, col_norms)
+                g = _gradient(xp, Jd, J_op, f)
+                optimality = _inf_norm(xp, g)
+                reporter.row(nit, nfev, cost, actual, _norm(xp, p), optimality, control.mu)
+                if on_step is not None and on_step(
+                    LeastSquaresIteration(
+                        x=xp.asarray(x, copy=True),
+                        cost=float(cost),
+                        fun=f_raw,
+                        jac=J_out,
+                        grad=g,
+                        optimality=optimality,
+                        nfev=nfev,
+                        njev=njev,
+                        nit=nit,
+                    )
+                ):
+                    status = -2  # scipy: the callback's StopIteration overrides the tests
+                    break
             else:
                 control.reject(step_norm)
             if ftol_ok or xtol_ok:
@@ -500,7 +646,6 @@ def least_squares(
                 status = 0
                 break
 
-    g = _gradient(xp, Jd, J_op, f)
     if status > 0 and not (
         bool(xp.all(xp.isfinite(g))) and (Jd is None or bool(xp.all(xp.isfinite(Jd))))
     ):
@@ -511,19 +656,22 @@ def least_squares(
         )
     if nonfinite_trials:
         notes.append(
-            f"{nonfinite_trials} trial point(s) had non-finite residuals and were rejected "
-            "(damping increased)"
+            f"{nonfinite_trials} trial point(s) had non-finite residuals"
+            + ("" if robust is None else " (or a non-finite robust cost)")
+            + " and were rejected (damping increased)"
         )
     message = STATUS_MESSAGES[status]
     if notes:
         message = f"{message} Details: {'; '.join(notes)}."
+    optimality = _inf_norm(xp, g)
+    reporter.summary(message, nfev, float(cost), optimality)
     return LeastSquaresResult(
         x=x,
         cost=float(cost),
-        fun=f,
-        jac=J_user,
+        fun=f_raw,
+        jac=J_out,
         grad=g,
-        optimality=float(xp.max(xp.abs(g))),
+        optimality=optimality,
         nfev=nfev,
         njev=njev,
         status=status,
@@ -533,7 +681,13 @@ def least_squares(
         damping=float(control.mu),
         direction=used_direction,
         nonfinite_trials=nonfinite_trials,
-        result=Status.SUCCESS if status > 0 else Status.MAX_ITERATIONS if status == 0 else failure,
+        result=(
+            Status.SUCCESS
+            if status > 0
+            else Status.MAX_ITERATIONS
+            if status in (0, -2)
+            else failure
+        ),
     )
 
 
@@ -772,6 +926,39 @@ def _max_abs(xp: Any, a: Array) -> float:
     return float(xp.max(xp.abs(a)))
 
 
+def _inf_norm(xp: Any, g: Array) -> float:
+    """``||g||_inf`` (NaN when ``g`` holds NaN: the result reports it, never hides it)."""
+    return float(xp.max(xp.abs(g)))
+
+
+def _weigh(
+    xp: Any, terms: LossTerms | None, J_user: Any, Jd: Array | None, J_op: LinearOperator
+) -> tuple[Any, Array | None, LinearOperator]:
+    """The Jacobian for the result, as an array (or None) and as an operator, with its rows
+    weighted by a robust loss, ``J_w = diag(w) J`` (unchanged for the linear loss).
+
+    The result's Jacobian keeps the type that ``jac`` gave (an array, or an operator).
+    """
+    if terms is None:
+        return J_user, Jd, J_op
+    w = terms.w[:, None]
+    if Jd is not None:
+        Jw = w * Jd
+        op = FunctionOperator(
+            lambda X: Jw @ X, lambda Y: Jw.T @ Y, shape=J_op.shape, dtype=J_op.dtype, xp=xp
+        )
+        return (aslinearoperator(Jw) if isinstance(J_user, LinearOperator) else Jw), Jw, op
+    op = FunctionOperator(
+        lambda X: w * J_op.matmat(X),
+        lambda Y: J_op.rmatmat(w * Y),
+        shape=J_op.shape,
+        dtype=J_op.dtype,
+        xp=xp,
+        device=J_op.device,
+    )
+    return op, None, op
+
+
 def _dot(xp: Any, a: Array, b: Array) -> float:
     """``a . b`` of finite vectors without overflow in the array arithmetic.
 
@@ -813,10 +1000,9 @@ def _gradient(xp: Any, Jd: Array | None, J_op: LinearOperator, f: Array) -> Arra
 
 
 def _gradient_measure(
-    xp: Any, g: Array, f: Array, col_norms: Array | None, Jd: Array | None
+    xp: Any, g: Array, fnorm: float, col_norms: Array | None, Jd: Array | None
 ) -> float:
     """MINPACK's ``max_j |g_j| / (||J e_j|| ||f||)`` (or ``||g||_inf`` when matrix-free)."""
-    fnorm = _norm(xp, f)
     if fnorm == 0.0:
         return 0.0
     if Jd is None or col_norms is None:
@@ -868,21 +1054,6 @@ def _max_scaled_curvature(
             break
         v = w
     return lam if math.isfinite(lam) and lam > 0 else 1.0
-
-
-def _check_no_bounds(bounds: Any) -> None:
-    if bounds is None:
-        return
-    try:
-        lb, ub = bounds
-        unbounded = float(lb) == -math.inf and float(ub) == math.inf
-    except (TypeError, ValueError):
-        unbounded = False
-    if not unbounded:
-        raise ValueError(
-            f"bounds are not supported (only None or (-inf, inf)), got {bounds!r}; use "
-            'scipy.optimize.least_squares(method="trf") for bound constraints'
-        )
 
 
 def _check_tol(value: Any, name: str, eps: float) -> float | None:

@@ -10,7 +10,8 @@ from ._lowrank import LowRankPSD
 from ._operator import LinearOperator, as_operator
 from ._random import Sampler, as_sampler
 from ._sketch import SKETCH_KINDS, sketch_matrix
-from ._thin_svd import thin_svd
+from ._solver_base import cholesky_or
+from ._thin_svd import TALL_RATIO, thin_svd
 from ._validation import check_finite, check_int
 
 __all__ = ["nystrom"]
@@ -61,11 +62,12 @@ def nystrom(
     seed : int, Sampler or JAX key
         Source of randomness (:func:`as_sampler`).
     core : {"auto", "cholesky", "eigh"}
-        Factorization of the ``l x l`` core ``Omega^T Y_nu``. ``"auto"`` uses a
-        Cholesky factorization and, if it fails (a numerically rank-deficient core),
-        falls back to an eigendecomposition that drops the null directions; under
-        ``jax.jit`` (no data-dependent branch) ``"auto"`` means ``"eigh"``. The result's
-        ``core`` attribute says which ran.
+        Factorization of the ``l x l`` core ``Omega^T Y_nu``. ``"auto"`` (and
+        ``"cholesky"``) uses a Cholesky factorization and, if it fails (a numerically
+        rank-deficient core), falls back to an eigendecomposition that drops the null
+        directions, under ``jax.jit`` too (a ``lax.cond`` on the factor being finite);
+        ``"eigh"`` always takes the eigendecomposition. The result's ``core`` attribute
+        says which ran (under ``jax.jit``: ``"cholesky (eigh where it fails)"``).
     check_finite : bool
         Raise ``ValueError`` if ``A Omega`` holds NaN or Inf (skipped under tracing).
 
@@ -146,8 +148,6 @@ def nystrom_from_sketch(
     dtype = Y.dtype
     finfo = xp.finfo(dtype)
     eps = float(finfo.eps)
-    l = Omega.shape[1]
-    tracing = _dispatch.is_tracing(Omega, Y)
     # Shift: nu = eps ||Y||_F, floored so that an all-zero product still factorizes.
     floor = math.sqrt(float(finfo.smallest_normal))
     # ||Y||_F computed as s ||Y / s||_F (s = max |Y|): the plain sum of squares overflows
@@ -159,27 +159,59 @@ def nystrom_from_sketch(
     M = Omega.T @ Y_nu
     M = 0.5 * (M + M.T)
 
-    used = "eigh" if (core == "eigh" or (core == "auto" and tracing)) else "cholesky"
-    B = None
-    if used == "cholesky":
-        L = xp.linalg.cholesky(M) if tracing else _dispatch.cholesky(xp, M)
-        if L is None:
-            used = "eigh (cholesky failed)"
-        else:
-            B = _dispatch.solve_triangular(xp, L, Y_nu.T, lower=True).T
-    if B is None:
+    B, used = _core_factor(xp, M, Y_nu, core)
+    U, S = _factor_svd(xp, B)
+    lam = xp.maximum(S * S - nu, xp.zeros_like(S))
+    return LowRankPSD(U[:, :rank], lam[:rank], shift=nu, core=used)
+
+
+def _core_factor(xp: Any, M: Array, Y_nu: Array, core: str) -> tuple[Array, str]:
+    """``B`` with ``B B^T = Y_nu M^+ Y_nu^T`` from the ``l x l`` core ``M``, and how.
+
+    ``"cholesky"`` / ``"auto"``: ``B = Y_nu L^{-T}`` (``M = L L^T``), and where the Cholesky
+    factorization fails the eigendecomposition below, eagerly and under ``jax.jit`` alike
+    (:func:`cholesky_or`).
+    """
+
+    def by_eigh() -> Array:
         # B = Y_nu V diag(w^{-1/2}) on the numerically positive eigenvalues of the core:
         # B B^T = Y_nu M^+ Y_nu^T, the Nystrom approximation on range(M).
         w, V = xp.linalg.eigh(M)
-        tol = l * eps * xp.max(xp.abs(w))
+        tol = M.shape[0] * float(xp.finfo(M.dtype).eps) * xp.max(xp.abs(w))
         good = w > tol
         inv_sqrt = xp.where(
             good, 1.0 / xp.sqrt(xp.where(good, w, xp.ones_like(w))), xp.zeros_like(w)
         )
-        B = (Y_nu @ V) * inv_sqrt[None, :]
+        return (Y_nu @ V) * inv_sqrt[None, :]
+
+    if core == "eigh":
+        return by_eigh(), "eigh"
+
+    def by_cholesky(L: Array) -> Array:
+        return _dispatch.solve_triangular(xp, L, Y_nu.T, lower=True).T
+
+    B, used = cholesky_or(xp, M, by_cholesky, by_eigh)
+    if _dispatch.is_tracing(used):
+        return B, "cholesky (eigh where it fails)"
+    return B, "cholesky" if used else "eigh (cholesky failed)"
+
+
+def _factor_svd(xp: Any, B: Array) -> tuple[Array, Array]:
+    """``U, S`` of the thin SVD of ``B`` (:func:`thin_svd`). Where its CholeskyQR fails,
+    :func:`thin_svd` falls back to LAPACK eagerly; under ``jax.jit`` the failure is a NaN
+    result, so the same fallback runs there by a ``lax.cond`` on the result being finite."""
     U, S = thin_svd(xp, B)
-    lam = xp.maximum(S * S - nu, xp.zeros_like(S))
-    return LowRankPSD(U[:, :rank], lam[:rank], shift=nu, core=used)
+    m, n = B.shape
+    if not _dispatch.is_tracing(B) or m < TALL_RATIO * n:  # eager, or LAPACK already
+        return U, S
+
+    def lapack() -> tuple[Array, Array]:
+        U, S, _ = xp.linalg.svd(B, full_matrices=False)
+        return U, S
+
+    # (a NaN B, from a NaN sketch product, gives NaN either way: no second SVD then)
+    ok = (xp.all(xp.isfinite(U)) & xp.all(xp.isfinite(S))) | ~xp.all(xp.isfinite(B))
+    return _dispatch.cond(xp, ok, lambda: (U, S), lapack)
 
 
 def _as_psd_operator(A: Any, name: str, where: str) -> LinearOperator:

@@ -25,6 +25,7 @@ computed without a pass over ``J`` (the gain ratio of an adaptive damping needs 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -337,37 +338,57 @@ def _chol_solve(xp: Any, L: Array, B: Array) -> Array:
     return _dispatch.solve_triangular(xp, L.T, z, lower=False)
 
 
+def cholesky_or(
+    xp: Any,
+    M: Array,
+    with_factor: Callable[[Array], Any],
+    fallback: Callable[[], Any],
+    *,
+    usable: Any = True,
+) -> tuple[Any, Any]:
+    """``with_factor(L)`` for the lower Cholesky factor ``L`` of ``M``, or ``fallback()`` when
+    that factorization fails (or ``usable`` is false: then none is attempted).
+
+    The one place where a failed Cholesky factorization is handled, the same way eagerly and
+    under ``jax.jit``: eagerly a Python branch (a raised error or a NaN factor is a failure,
+    :func:`_dispatch.cholesky`); traced, a ``lax.cond`` on the factor being finite (and
+    ``usable``), so the fallback runs where the eager one would, instead of the NaN factor
+    reaching the result. Both functions must return arrays of the same shapes and dtypes.
+    Also returns whether the factor was used: a Python bool eagerly, a 0-d bool array
+    under tracing.
+    """
+    if not _dispatch.is_tracing(M, usable):
+        L = _dispatch.cholesky(xp, M) if bool(usable) else None
+        return (fallback(), False) if L is None else (with_factor(L), True)
+    L = xp.linalg.cholesky(M)
+    ok = xp.all(xp.isfinite(L)) & usable
+    return _dispatch.cond(xp, ok, lambda: with_factor(L), fallback), ok
+
+
 def _psd_solve(xp: Any, M: Array, B: Array, mu: Any, finite: Any) -> tuple[Array, str]:
     """``(M + mu I)^{-1} B`` for a PSD ``M`` (a block ``B``): Cholesky when ``mu > 0``,
     the eigendecomposition when the Cholesky fails or ``mu = 0`` (pseudo-inverse).
 
-    Eager and traced code take the same route: under ``jax.jit`` the fallback is a
-    ``lax.cond`` on the Cholesky factor being finite (only one branch runs).
+    Eager and traced code take the same route (:func:`cholesky_or`).
     """
-    eye = _eye(xp, M.shape[0], M)
-    if not _dispatch.is_tracing(M, B, mu):
-        if not finite:
-            return xp.full(B.shape, math.nan, dtype=B.dtype), "not factored (NaN/Inf)"
-        if float(mu) > 0:
-            L = _dispatch.cholesky(xp, M + mu * eye)
-            if L is not None:
-                return _chol_solve(xp, L, B), "cholesky of the damped matrix"
-            w, V = xp.linalg.eigh(M)
-            return _eig_solve(xp, w, V, B, mu), "eigendecomposition (cholesky failed)"
-        w, V = xp.linalg.eigh(M)
-        return _eig_solve(xp, w, V, B, mu), "pseudo-inverse by eigendecomposition"
-    L = xp.linalg.cholesky(M + mu * eye)
-    ok = xp.all(xp.isfinite(L)) & (mu > 0)
-
-    def by_cholesky() -> Array:
-        return _chol_solve(xp, L, B)
+    tracing = _dispatch.is_tracing(M, B, mu)
+    if not tracing and not finite:
+        return xp.full(B.shape, math.nan, dtype=B.dtype), "not factored (NaN/Inf)"
 
     def by_eigh() -> Array:
         w, V = xp.linalg.eigh(M)
         return _eig_solve(xp, w, V, B, mu)
 
-    X = _dispatch.cond(xp, ok, by_cholesky, by_eigh)
-    return X, "cholesky of the damped matrix (eigendecomposition where it fails)"
+    usable = (mu > 0) if _dispatch.is_tracing(mu) else float(mu) > 0
+    damped = M + mu * _eye(xp, M.shape[0], M)
+    X, used = cholesky_or(xp, damped, lambda L: _chol_solve(xp, L, B), by_eigh, usable=usable)
+    if _dispatch.is_tracing(used):
+        return X, "cholesky of the damped matrix (eigendecomposition where it fails)"
+    if used:
+        return X, "cholesky of the damped matrix"
+    if usable:
+        return X, "eigendecomposition (cholesky failed)"
+    return X, "pseudo-inverse by eigendecomposition"
 
 
 def _set(obj: Any, name: str, value: Any) -> None:

@@ -16,8 +16,8 @@ inside that range: ``B B^T`` has its non-zero eigenvalues in ``[nu, lambda_max +
 ``nu >= eps ||Y||_F``, so ``cond(B) <~ eps^{-1/2}``. Exactly zero columns (the null
 directions that the eigendecomposition core drops) are carried through as zero columns
 with zero singular values. When a factorization still fails (possible only outside that
-range) the eager path falls back to LAPACK; under ``jax.jit`` the result is NaN, which the
-callers' finiteness checks report.
+range) the eager path falls back to LAPACK; under ``jax.jit`` the result is NaN, and the
+Nystrom factorization (its caller) then takes the same LAPACK fallback by a ``lax.cond``.
 """
 
 from __future__ import annotations

@@ -363,8 +363,8 @@ def test_nonfinite_residuals_at_x0():
     ("kwargs", "error", "match"),
     [
         ({"method": "trf"}, ValueError, "bounds"),
-        ({"bounds": (0.0, 1.0)}, ValueError, "bounds are not supported"),
-        ({"loss": "soft_l1"}, ValueError, "loss"),
+        ({"bounds": (-5.0, 5.0)}, ValueError, "finite bounds are not supported yet"),
+        ({"loss": "l1"}, ValueError, "loss"),
         ({"jac": "cs"}, ValueError, "complex"),
         ({"jac": np.ones((3, 2))}, ValueError, r"shape \(3, 2\)"),
         ({"jac": lambda x: np.ones((2, 3))}, ValueError, r"expected \(m, n\) = \(2, 2\)"),
@@ -394,7 +394,7 @@ def test_bad_fun_results():
     with pytest.raises(TypeError, match="array"):
         sl.least_squares(lambda x: [1.0, 2.0], x0)
     with pytest.raises(TypeError, match="x0"):
-        sl.least_squares(rosenbrock, [1.0, 2.0])
+        sl.least_squares(rosenbrock, "1.0, 2.0")
     with pytest.raises(ValueError, match="1-D"):
         sl.least_squares(rosenbrock, np.ones((2, 1)))
 
