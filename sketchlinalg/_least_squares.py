@@ -8,7 +8,8 @@ scaled Jacobian with Nielsen's (1999) damping update, so every direction method 
 sketched, Nystrom-PCG) can drive it. The interface follows
 ``scipy.optimize.least_squares``: robust losses by scipy's weighting of the residuals and
 the Jacobian (``_lsq_loss``), its forms of ``x0`` and ``bounds`` and its keywords without a
-counterpart (``_lsq_options``), ``verbose`` and ``callback`` (``_lsq_report``).
+counterpart (``_lsq_options``), finite bounds by a projected Levenberg–Marquardt
+(``_lsq_bounds``), ``verbose`` and ``callback`` (``_lsq_report``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from . import _dispatch
 from ._direction import METHODS
 from ._exact import SVD, SVDState
 from ._finite_diff import FD_SCHEMES, finite_difference_jacobian
+from ._lsq_bounds import (
+    Box,
+    active_mask,
+    bounded_fd_jacobian,
+    free_mask,
+    project,
+    projected_gradient_norm,
+)
 from ._lsq_loss import LossTerms, make_loss
 from ._lsq_options import as_start, check_bounds, check_scipy_only, check_verbose
 from ._lsq_report import LeastSquaresIteration, Reporter, wrap_callback
@@ -79,7 +88,9 @@ class LeastSquaresResult(NamedTuple):
     grad : array of shape (n,)
         Gradient of the cost at ``x``: ``J^T f``, or ``J^T (rho' f)`` with a robust loss.
     optimality : float
-        ``||grad||_inf`` (first-order optimality of an unconstrained problem).
+        ``||grad||_inf`` (first-order optimality of an unconstrained problem); with finite
+        bounds the projected gradient ``||x - P(x - grad)||_inf``, ``P`` the projection onto
+        the box (zero at a first-order point of the bounded problem).
     nfev : int
         Evaluations of ``fun``, not counting those made for finite differences.
     njev : int
@@ -108,11 +119,15 @@ class LeastSquaresResult(NamedTuple):
         ``MAX_ITERATIONS`` (0, and -2: the callback's stop is a cap set by the caller),
         ``NONFINITE`` or ``NO_DECREASE`` (-3: NaN/Inf, or the damping overflowed without a
         lower cost).
+    active_mask : int array of shape (n,)
+        scipy's: ``-1`` where ``x_j`` is on its lower bound, ``+1`` on its upper bound, ``0``
+        free (within ``xtol max(1, |bound|)``, scipy's rule); zeros without finite bounds.
+        The last field, with default ``None``, so that results built by position before it
+        existed still construct.
 
     Notes
     -----
-    A ``NamedTuple`` (``res.x``, ``res._asdict()``), where scipy returns a dict subclass;
-    scipy's ``active_mask`` (bounds) is omitted.
+    A ``NamedTuple`` (``res.x``, ``res._asdict()``), where scipy returns a dict subclass.
 
     Examples
     --------
@@ -139,6 +154,7 @@ class LeastSquaresResult(NamedTuple):
     direction: str
     nonfinite_trials: int
     result: Status = Status.SUCCESS
+    active_mask: Any = None
 
 
 def least_squares(
@@ -172,9 +188,9 @@ def least_squares(
 
     Any array-API backend; scipy's interface.
 
-    A drop-in for ``scipy.optimize.least_squares`` without finite bounds: scipy's keywords
-    are accepted, those without a counterpart are refused with the alternative named (see
-    below). Each trial step solves the damped, scaled Gauss–Newton system
+    A drop-in for ``scipy.optimize.least_squares``: scipy's keywords are accepted, those
+    without a counterpart are refused with the alternative named (see below). Each trial
+    step solves the damped, scaled Gauss–Newton system
 
     .. math::
 
@@ -208,8 +224,30 @@ def least_squares(
 
     With ``x_scale="jac"`` the scaling is MINPACK's: ``D_j = max(D_j, ||J e_j||)`` over the
     iterations (Moré 1978), which makes the method invariant to the units of the
-    variables. Finite bounds and complex-step derivatives are out of scope: use
-    ``scipy.optimize.least_squares(method="trf")`` for those.
+    variables. Complex-step derivatives are out of scope.
+
+    **Bounds** ``l <= x <= u`` (scipy's ``bounds``; ``-inf``/``inf`` entries allowed): a
+    projected Levenberg–Marquardt (Kanzow, Yamashita and Fukushima 2004) on the same
+    directions. At each accepted point the variables on a bound that the gradient pushes
+    against, ``{j : x_j = l_j, g_j > 0} ∪ {j : x_j = u_j, g_j < 0}`` (Bertsekas 1982), are
+    held fixed: their columns of ``J_s`` are zeroed and the damped system is solved for the
+    others, by any ``direction``. The step is projected onto the box,
+    ``x_+ = P(x + p)``, ``P(z) = min(max(z, l), u)``, and judged by the gain ratio with the
+    model value of the step actually taken, ``s = x_+ - x``:
+
+    .. math::
+
+        \rho = \frac{F(x) - F(x + s)}{-(g^T s + \tfrac12 \|J s\|^2)}.
+
+    A step whose projection does not move ``x`` is rejected without evaluating ``fun``; as
+    the trust region (damping) tightens, ``s`` tends to the projected steepest-descent step,
+    which lowers the cost while ``x`` is not a first-order point. Every point where ``fun``
+    is evaluated lies in the box (finite differences step backward, or one-sided, at a
+    bound, as in scipy), iterates may lie exactly on a bound (scipy's ``"trf"`` keeps them
+    strictly inside by reflection, Coleman and Li 1996), and ``x0`` on a bound is kept as it
+    is. ``optimality`` is ``||x - P(x - g)||_inf``; the ``gtol`` test below leaves out the
+    fixed variables. ``active_mask`` is scipy's. Unbounded problems (``bounds=None`` or all
+    infinite) run the unconstrained iteration unchanged.
 
     **Robust losses** (scipy's ``loss`` and ``f_scale``, Triggs et al. 2000). With a loss
     ``rho`` and the soft margin ``C = f_scale`` the cost is
@@ -239,7 +277,7 @@ def least_squares(
       columns of ``J`` and ``f``; ``||J^T f||_inf <= gtol`` when ``J`` is a matrix-free
       operator), or ``f = 0``. With a robust loss ``J`` and ``f`` are the weighted ones and
       ``||f||`` is ``sqrt(2 F)`` (``||f_w||`` is large where the weights are clipped).
-      Status 1.
+      With bounds, ``g_j = 0`` for the variables held on a bound. Status 1.
     * ``ftol``: the actual and the predicted relative reductions of the cost are both
       ``<= ftol`` and ``rho <= 2``. Status 2.
     * ``xtol``: ``||D p|| <= xtol (xtol + ||D x||)``. Status 3 (4 with ``ftol``).
@@ -271,13 +309,12 @@ def least_squares(
         ``"cs"`` (complex steps) is refused.
     bounds : None, 2-tuple or Bounds
         scipy's forms: ``(lb, ub)`` of numbers or arrays of shape ``(n,)``, or an object with
-        ``lb`` and ``ub`` (``scipy.optimize.Bounds``). Only infinite bounds
-        (``-inf``/``inf``: unconstrained) are supported; finite bounds raise ``ValueError``
-        naming ``scipy.optimize.least_squares(method="trf")``. scipy's checks come first:
-        ``lb < ub`` everywhere, shapes that match ``x0``, ``x0`` within the bounds.
+        ``lb`` and ``ub`` (``scipy.optimize.Bounds``); ``-inf``/``inf`` for an unbounded
+        side. scipy's checks: ``lb < ub`` everywhere, shapes that match ``x0``,
+        ``lb <= x0 <= ub`` (``x0 is infeasible`` otherwise). Finite bounds: above.
     method : {"lm"}
-        Levenberg–Marquardt (the only method; it takes robust losses). ``"trf"`` and
-        ``"dogbox"`` are refused (they exist in scipy for finite bounds).
+        Levenberg–Marquardt (the only method; it takes robust losses and finite bounds).
+        ``"trf"`` and ``"dogbox"`` are refused.
     ftol, xtol, gtol : float or None
         Tolerances (see above); default ``1e-8`` like scipy.
     x_scale : {None, "jac"}, float or array of shape (n,)
@@ -345,7 +382,7 @@ def least_squares(
     ------
     ValueError
         ``x0`` not finite, complex or not 1-D, ``f(x0)`` not finite, the number of residuals
-        changing between calls, bounds (crossed, mis-shaped, ``x0`` outside, finite),
+        changing between calls, bounds (crossed, mis-shaped, NaN, ``x0`` outside),
         options out of range, scipy keywords without a counterpart.
     TypeError
         Non-array results of ``fun`` / ``jac`` / a loss callable, dtype or backend
@@ -362,6 +399,13 @@ def least_squares(
     Triggs, B., McLauchlan, P. F., Hartley, R. I., Fitzgibbon, A. W. Bundle adjustment — a
     modern synthesis. Vision Algorithms: Theory and Practice, LNCS 1883, Springer, 2000,
     pp. 298-372.
+    Kanzow, C., Yamashita, N., Fukushima, M. Levenberg–Marquardt methods with strong local
+    convergence properties for solving nonlinear equations with convex constraints. J.
+    Comput. Appl. Math. 172 (2004), pp. 375-397.
+    Bertsekas, D. P. Projected Newton methods for optimization problems with simple
+    constraints. SIAM J. Control Optim. 20 (1982), pp. 221-246.
+    Coleman, T. F., Li, Y. An interior trust region approach for nonlinear minimization
+    subject to bounds. SIAM J. Optim. 6 (1996), pp. 418-445.
 
     Examples
     --------
@@ -386,14 +430,20 @@ def least_squares(
     >>> robust = least_squares(residuals, [1.0, 1.0], loss="soft_l1", f_scale=0.01)
     >>> bool(np.abs(plain.x - [2.0, 1.3]).max() > 0.1), np.round(robust.x, 2).tolist()
     (True, [2.0, 1.3])
+
+    With the rate bounded above, ``b <= 1``, the fit ends on that bound:
+
+    >>> res = least_squares(lambda p: p[0] * np.exp(-p[1] * t) - y, [1.0, 0.5],
+    ...                     bounds=([0.0, 0.0], [np.inf, 1.0]))
+    >>> res.success, float(res.x[1]), res.active_mask.tolist()
+    (True, 1.0, [0, 1])
     """
     # -- input checks ---------------------------------------------------------------
     if method != "lm":
         raise ValueError(
             f'method must be "lm" (Levenberg–Marquardt), got {method!r}; robust losses work '
-            'with it here, and scipy\'s "trf" and "dogbox" exist for finite bounds, which '
-            "sketchlinalg.least_squares does not support: use "
-            'scipy.optimize.least_squares(method="trf") for those'
+            "with it here, and so do finite bounds (a projected Levenberg–Marquardt), for "
+            'which scipy has "trf" and "dogbox"'
         )
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -404,7 +454,8 @@ def least_squares(
     kwargs = {} if kwargs is None else dict(kwargs)
     args = tuple(args)
     xp, x0 = as_start(x0)
-    check_bounds(bounds, xp, x0)
+    lb_ub = check_bounds(bounds, xp, x0)
+    box = None if lb_ub is None else Box(*lb_ub)
     n = int(x0.shape[0])
     dtype = x0.dtype
     device = _dispatch.device_of(x0)
@@ -449,7 +500,7 @@ def least_squares(
             "that returned NaN/Inf); start from a point where the residuals are finite"
         )
     m = residual.m
-    jacobian = _Jacobian(jac, args, kwargs, residual, xp, dtype, (m, n), rel_step)
+    jacobian = _Jacobian(jac, args, kwargs, residual, xp, dtype, (m, n), rel_step, box)
     reporter = Reporter(verbose_v, cost)
 
     # -- the Levenberg–Marquardt loop -------------------------------------------------
@@ -499,6 +550,10 @@ def least_squares(
     step_count = 0
     g = _gradient(xp, Jd, J_op, f)
 
+    def first_order(g: Array) -> float:
+        """``||g||_inf``, or ``||x - P(x - g)||_inf`` with bounds."""
+        return _inf_norm(xp, g) if box is None else projected_gradient_norm(xp, x, g, box)
+
     def fnorm() -> float:
         """``||f||`` of the gtol test; ``sqrt(2 F)`` with a robust loss, whose weighted
         residuals are large where the weights are clipped (``J_w^T f_w`` stays the
@@ -508,7 +563,7 @@ def least_squares(
         return math.sqrt(2.0 * cost)
 
     reporter.header()
-    reporter.row(0, nfev, cost, None, None, _inf_norm(xp, g), control.mu)
+    reporter.row(0, nfev, cost, None, None, first_order(g), control.mu)
 
     while status is None:
         if not bool(xp.all(xp.isfinite(g))) or (
@@ -520,18 +575,22 @@ def least_squares(
                 "residuals (finite-difference steps may have left the domain of fun)"
             )
             break
-        if gtol_v is not None and _gradient_measure(xp, g, fnorm(), col_norms, Jd) <= gtol_v:
+        # With bounds: the variables on a bound that -g points out of are fixed for this
+        # point (their columns of J_s zeroed, their gradient left out of the gtol test).
+        free = None if box is None else free_mask(xp, x, g, box)
+        g_free = g if free is None else xp.where(free, g, xp.zeros_like(g))
+        if gtol_v is not None and _gradient_measure(xp, g_free, fnorm(), col_norms, Jd) <= gtol_v:
             status = 1
             break
         if nfev >= max_nfev:
             status = 0
             break
-        Js = _scaled(xp, Jd, J_op, D)
+        Js = _scaled(xp, Jd, J_op, D, free)
         x_norm = _norm(xp, x if D is None else D * x)
         # One set-up per point (factorization, SVD or sketch); every trial below re-solves
         # it for its damping without another pass over J.
         if isinstance(control, _TrustRegion):
-            Js = Js if Jd is not None else _scaled(xp, J_op.to_dense(), J_op, D)
+            Js = Js if Jd is not None else _scaled(xp, J_op.to_dense(), J_op, D, free)
         setup = solver.init(Js, f, seed=sampler.fold_in(nit + 1))
         while True:  # trial steps until one is accepted or a test stops the run
             step_count += 1
@@ -556,6 +615,24 @@ def least_squares(
             p = -d if D is None else -d / D
             x_new = x + p
             step_norm = _norm(xp, d)
+            if box is not None and free is not None:
+                # The projected step actually taken, and its model decrease
+                # -(g^T s + 1/2 ||J s||^2) (Kanzow, Yamashita, Fukushima 2004).
+                unprojected_same = bool(xp.all(x_new == x))
+                x_new = project(xp, x + xp.where(free, p, xp.zeros_like(p)), box)
+                s_step = x_new - x
+                Js_step = Jd @ s_step if Jd is not None else J_op.matvec(s_step)
+                predicted = -(_dot(xp, g, s_step) + 0.5 * _dot(xp, Js_step, Js_step))
+                if bool(xp.all(x_new == x)) and not unprojected_same:
+                    # the whole step left the box: shrink it (it tends to the projected
+                    # steepest-descent step, which moves while x is not stationary)
+                    control.reject(step_norm)
+                    if control.exhausted():
+                        status, failure = -3, Status.NO_DECREASE
+                        notes.append("the damping overflowed (the trust region collapsed)")
+                        break
+                    continue
+                step_norm = _norm(xp, s_step if D is None else D * s_step)
             xtol_ok = xtol_v is not None and step_norm <= xtol_v * (xtol_v + x_norm)
             if bool(xp.all(x_new == x)):
                 status = 3 if nonfinite_streak == 0 else -3
@@ -608,7 +685,7 @@ def least_squares(
                     if isinstance(scale_mode, str):  # "jac"
                         D = xp.maximum(D, col_norms)
                 g = _gradient(xp, Jd, J_op, f)
-                optimality = _inf_norm(xp, g)
+                optimality = first_order(g)
                 reporter.row(nit, nfev, cost, actual, _norm(xp, p), optimality, control.mu)
                 if on_step is not None and on_step(
                     LeastSquaresIteration(
@@ -663,7 +740,7 @@ def least_squares(
     message = STATUS_MESSAGES[status]
     if notes:
         message = f"{message} Details: {'; '.join(notes)}."
-    optimality = _inf_norm(xp, g)
+    optimality = first_order(g)
     reporter.summary(message, nfev, float(cost), optimality)
     return LeastSquaresResult(
         x=x,
@@ -688,6 +765,7 @@ def least_squares(
             if status in (0, -2)
             else failure
         ),
+        active_mask=active_mask(xp, x, box, xtol_v if xtol_v is not None else eps),
     )
 
 
@@ -858,7 +936,9 @@ class _Jacobian:
         dtype: Any,
         shape: tuple[int, int],
         rel_step: Any,
+        box: Box | None = None,
     ) -> None:
+        self.box = box
         self.jac, self.args, self.kwargs = jac, args, kwargs
         self.residual = residual
         self.xp, self.dtype, self.shape = xp, dtype, shape
@@ -876,14 +956,15 @@ class _Jacobian:
         if self.constant is not None:
             return self.constant
         if isinstance(self.jac, str):
-            J = finite_difference_jacobian(
-                lambda z: self.residual(z, "a finite-difference point"),
-                x,
-                f,
-                scheme=self.jac,
-                rel_step=self.rel_step,
-                xp=self.xp,
-            )
+            point = lambda z: self.residual(z, "a finite-difference point")  # noqa: E731
+            if self.box is None:
+                J = finite_difference_jacobian(
+                    point, x, f, scheme=self.jac, rel_step=self.rel_step, xp=self.xp
+                )
+            else:
+                J = bounded_fd_jacobian(
+                    point, x, f, scheme=self.jac, rel_step=self.rel_step, xp=self.xp, box=self.box
+                )
             return (
                 J,
                 J,
@@ -1013,9 +1094,24 @@ def _gradient_measure(
 
 
 def _scaled(
-    xp: Any, Jd: Array | None, J_op: LinearOperator, D: Array | None
+    xp: Any, Jd: Array | None, J_op: LinearOperator, D: Array | None, free: Array | None = None
 ) -> Array | LinearOperator:
-    """``J D^{-1}`` as an array (materialized) or an operator (matrix-free)."""
+    """``J D^{-1}`` as an array (materialized) or an operator (matrix-free); with ``free``
+    (bounds), the columns of the fixed variables zeroed."""
+    if free is not None:
+        ones = xp.ones(free.shape, dtype=J_op.dtype, device=J_op.device)
+        keep = xp.where(free, ones, xp.zeros_like(ones))
+        D_free = keep if D is None else keep / D
+        if Jd is not None:
+            return Jd * D_free[None, :]
+        return FunctionOperator(
+            lambda X: J_op.matmat(D_free[:, None] * X),
+            lambda Y: D_free[:, None] * J_op.rmatmat(Y),
+            shape=J_op.shape,
+            dtype=J_op.dtype,
+            xp=xp,
+            device=J_op.device,
+        )
     if Jd is not None:
         return Jd if D is None else Jd / D[None, :]
     if D is None:

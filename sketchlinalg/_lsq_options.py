@@ -21,8 +21,6 @@ __all__ = ["as_start", "check_bounds", "check_scipy_only", "check_verbose"]
 
 Array = Any
 
-_SCIPY_FOR_BOUNDS = 'scipy.optimize.least_squares(method="trf") (or "dogbox")'
-
 
 def _host_namespace() -> Any:
     """``array_api_compat.numpy``, imported on first use: the namespace for Python data.
@@ -120,14 +118,16 @@ def _bound(value: Any, name: str, xp: Any, x0: Array) -> Array:
     return arr
 
 
-def check_bounds(bounds: Any, xp: Any, x0: Array) -> None:
-    """scipy's forms of ``bounds`` and its checks; only infinite bounds are supported.
+def check_bounds(bounds: Any, xp: Any, x0: Array) -> tuple[Array, Array] | None:
+    """scipy's forms of ``bounds`` and its checks; ``(lb, ub)`` of shape ``(n,)`` in the
+    dtype of ``x0``, or ``None`` when every bound is infinite (unconstrained).
 
     ``None``, a 2-tuple ``(lb, ub)`` of numbers or arrays of shape ``(n,)``, or an object
-    with ``lb`` and ``ub`` attributes (``scipy.optimize.Bounds``).
+    with ``lb`` and ``ub`` attributes (``scipy.optimize.Bounds``). As in scipy, ``lb < ub``
+    everywhere and ``lb <= x0 <= ub`` (a start on a bound is feasible).
     """
     if bounds is None:
-        return
+        return None
     if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
         lb, ub = bounds.lb, bounds.ub
     else:
@@ -158,16 +158,9 @@ def check_bounds(bounds: Any, xp: Any, x0: Array) -> None:
             f"bounds, the first x0[{j}] = {float(x0[j])} not in [{float(lower[j])}, "
             f"{float(upper[j])}]"
         )
-    finite = xp.isfinite(lower) | xp.isfinite(upper)
-    if bool(xp.any(finite)):
-        count = int(xp.sum(xp.astype(finite, xp.int32)))
-        j = _first(xp, finite)
-        raise ValueError(
-            f"bounds: finite bounds are not supported yet ({count} of {int(x0.shape[0])} "
-            f"variables have one, the first [{float(lower[j])}, {float(upper[j])}] for x[{j}]); "
-            f"only -inf / inf (unconstrained) is accepted. Use {_SCIPY_FOR_BOUNDS} for bound "
-            "constraints"
-        )
+    if not bool(xp.any(xp.isfinite(lower) | xp.isfinite(upper))):
+        return None
+    return lower, upper
 
 
 def check_scipy_only(tr_solver: Any, tr_options: Any, jac_sparsity: Any, workers: Any) -> None:

@@ -209,8 +209,9 @@ def test_host_arrays_are_never_copied_to_the_device():
     with pytest.raises(ValueError, match=r"lives on CPU \(host\)"):
         slc.from_torch(torch.zeros(3))
     jax = _jax()
+    host = jax.device_put(jax.numpy.zeros(3), jax.devices("cpu")[0])  # a GPU's default: GPU
     with pytest.raises(ValueError, match="never copies through the host"):
-        slc.from_jax(jax.numpy.zeros(3))
+        slc.from_jax(host)
 
 
 def test_exchange_validation_names_the_argument():

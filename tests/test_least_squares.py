@@ -363,7 +363,7 @@ def test_nonfinite_residuals_at_x0():
     ("kwargs", "error", "match"),
     [
         ({"method": "trf"}, ValueError, "bounds"),
-        ({"bounds": (-5.0, 5.0)}, ValueError, "finite bounds are not supported yet"),
+        ({"bounds": (5.0, -5.0)}, ValueError, "strictly less than each upper bound"),
         ({"loss": "l1"}, ValueError, "loss"),
         ({"jac": "cs"}, ValueError, "complex"),
         ({"jac": np.ones((3, 2))}, ValueError, r"shape \(3, 2\)"),

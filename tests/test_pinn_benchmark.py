@@ -113,6 +113,7 @@ def test_quick_runs(framework: str, name: str, tmp_path: Path) -> None:
         assert rec["iterations"] == cli.QUICK_STEPS
         assert math.isfinite(rec["rel_l2"]) and math.isfinite(rec["rms"]), label
         assert rec["machine"]["cpu_count"] >= 1 and rec["peak_rss_mib"] > 0
+        assert rec["device"].startswith("cpu"), rec["device"]  # the default device, recorded
         assert rec["trace"][0]["step"] == 0 and rec["trace"][-1]["step"] == cli.QUICK_STEPS
         if not rec["resampled_points"]:  # same points before and after: the loss must drop
             assert rec["final_loss"] < rec["initial_loss"], label

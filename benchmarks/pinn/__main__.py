@@ -55,8 +55,13 @@ def run_one(
     quick: bool,
     beta: float = 1.0,
     dtype: str = "float64",
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Train one (problem, framework, optimizer) in this process; return its record."""
+    """Train one (problem, framework, optimizer) in this process; return its record.
+
+    ``device``: the torch device of a torch run (``"cpu"``, ``"cuda"``, ``"cuda:1"``); JAX
+    runs on JAX's default device (``JAX_PLATFORMS`` chooses), which the record names.
+    """
     from ._run import train
 
     problem = make_problem(problem_name, beta=beta)
@@ -67,7 +72,7 @@ def run_one(
     elif framework == "torch":
         from ._torch import TorchTrainer
 
-        trainer = TorchTrainer(problem, spec, seed=seed, quick=quick, dtype=dtype)
+        trainer = TorchTrainer(problem, spec, seed=seed, quick=quick, dtype=dtype, device=device)
     else:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
     label = f"{problem_name}|{framework}|{spec.label}"
@@ -107,6 +112,7 @@ def _child(argv: list[str]) -> None:
         quick=job["quick"],
         beta=job["beta"],
         dtype=job.get("dtype", "float64"),
+        device=job.get("device", "cpu"),
     )
     record["peak_rss_scope"] = "process of this run"
     Path(argv[1]).write_text(json.dumps(_clean(record)))
@@ -174,6 +180,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--beta", type=float, default=1.0, help="transport speed (40: hard case)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of the torch runs (cpu, cuda, cuda:1; JAX uses its default device, "
+        "JAX_PLATFORMS=cpu or cuda chooses); the record names the device and its model",
+    )
     p.add_argument("--quick", action="store_true", help="tiny networks and point sets, 4 steps")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines file the records go to")
     p.add_argument(
@@ -223,6 +235,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     "quick": args.quick,
                     "beta": args.beta,
                     "dtype": args.dtype,
+                    "device": args.device,
                     "threads": args.threads,
                 }
                 if in_process:
@@ -235,6 +248,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         quick=args.quick,
                         beta=args.beta,
                         dtype=args.dtype,
+                        device=args.device,
                     )
                     record["peak_rss_scope"] = "whole process (--in-process)"
                 else:

@@ -179,6 +179,8 @@ class JaxTrainer:
         out: dict[str, Any] = {
             "dtype": jnp.dtype(self.dtype).name,
             "versions": {"jax": jax.__version__},
+            "device": str(jax.devices()[0]),
+            "device_model": jax.devices()[0].device_kind,
         }
         state = self.step_state()
         if state is not None:

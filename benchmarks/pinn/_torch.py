@@ -47,14 +47,18 @@ class TorchTrainer:
         seed: int,
         quick: bool,
         dtype: str = "float64",
+        device: str = "cpu",
     ) -> None:
         self.dtype = getattr(torch, dtype)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: torch sees no CUDA device")
         self.problem = problem
         self.spec = spec
         self.quick = quick
         self.rng = np.random.default_rng(seed)
         widths = problem.quick_widths if quick else problem.widths
-        self.model = make_mlp(widths, seed, self.dtype)
+        self.model = make_mlp(widths, seed, self.dtype).to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.terms = self._draw()
         self.n_points = sum(int(t.points.shape[0]) for t in self.terms)
@@ -87,7 +91,7 @@ class TorchTrainer:
             def residual(u: Any, x: torch.Tensor, spec: Any = spec) -> Any:
                 return spec.residual(torch, slt, u, x)
 
-            points = torch.as_tensor(pts, dtype=self.dtype)
+            points = torch.as_tensor(pts, dtype=self.dtype, device=self.device)
             out.append(slt.Term(residual, points, spec.weight, spec.name))
         return out
 
@@ -144,8 +148,8 @@ class TorchTrainer:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = self.model(torch.as_tensor(X, dtype=self.dtype)).reshape(-1)
-            return out.double().numpy()
+            out = self.model(torch.as_tensor(X, dtype=self.dtype, device=self.device))
+            return out.reshape(-1).double().cpu().numpy()
 
     def step_state(self) -> Any:
         """The core's StepState of a natural-gradient run (None for Adam / L-BFGS)."""
@@ -161,7 +165,11 @@ class TorchTrainer:
             "dtype": str(self.dtype).removeprefix("torch."),
             "versions": {"torch": torch.__version__},
             "torch_threads": torch.get_num_threads(),
+            "device": str(self.device),
         }
+        if self.device.type == "cuda":
+            out["device_model"] = torch.cuda.get_device_name(self.device)
+            out["device_peak_memory_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         if isinstance(self.opt, slt.NaturalGradient):
             out["jacobian_path"] = self.opt.jacobian_path
         state = self.step_state()
