@@ -10,13 +10,12 @@ evaluation of ``fun`` is checked to lie in the box.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from example_loader import load_nist
 
 import sketchlinalg as sl
 
@@ -27,19 +26,7 @@ TOL = {"ftol": 1e-10, "xtol": 1e-10, "gtol": 1e-10}
 INF = np.inf
 
 
-def _load_nist():
-    name = "_sketchlinalg_benchmarks_nist"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "_nist.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-nist = _load_nist()
+nist = load_nist()
 NIST_DATA = nist.data_dir(ROOT)
 
 

@@ -18,32 +18,19 @@ Targets (issue 4): LRE >= 6 on every problem from start 2, on at least 24 of 27 
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from example_loader import load_nist
 
 import sketchlinalg as sl
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_helper():
-    name = "_sketchlinalg_benchmarks_nist"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "_nist.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-nist = _load_helper()
+nist = load_nist()
 DATA = nist.data_dir(ROOT)
 pytestmark = pytest.mark.skipif(
     not DATA.is_dir(), reason=f"NIST StRD data not found at {DATA} (kept outside the repo)"
