@@ -33,7 +33,8 @@ Plain updates and interop
     library); :func:`dlpack_exchange`, :class:`DLPackOperator` (zero-copy DLPack exchange,
     e.g. a PyTorch or JAX Jacobian on the GPU seen from CuPy).
 Memory
-    :func:`estimate_memory`, :func:`memory_plan`, :class:`MemoryEstimate`: peak bytes of
+    :func:`estimate_memory`, :func:`memory_plan`, :class:`MemoryEstimate`,
+    :func:`default_budget`: peak bytes of
     each direction method and Jacobian path, the model behind ``auto``'s memory check.
 Nonlinear least squares
     :func:`least_squares` (scipy-compatible Levenberg–Marquardt around the directions),
@@ -49,7 +50,14 @@ from ._least_squares import LeastSquaresResult, least_squares
 from ._linesearch import LINE_SEARCHES, LineSearchResult, armijo_line_search, grid_line_search
 from ._lowrank import LowRankPSD
 from ._lsq_report import LeastSquaresIteration
-from ._memory import JACOBIAN_PATHS, MEMORY_METHODS, MemoryEstimate, estimate_memory, memory_plan
+from ._memory import (
+    JACOBIAN_PATHS,
+    MEMORY_METHODS,
+    MemoryEstimate,
+    default_budget,
+    estimate_memory,
+    memory_plan,
+)
 from ._nystrom import nystrom
 from ._operator import FunctionOperator, LinearOperator, aslinearoperator, gram, kernel
 from ._pcg import PCGResult, pcg
@@ -136,6 +144,7 @@ __all__ = [
     "choose_method",
     "dlpack_exchange",
     "estimate_error",
+    "default_budget",
     "estimate_memory",
     "forwarded_kwargs",
     "gram",

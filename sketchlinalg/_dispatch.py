@@ -56,6 +56,37 @@ def device_of(x: Any) -> Any:
     return None if is_tracing(x) else _compat.device(x)
 
 
+def free_device_memory(where: Any) -> int | None:
+    """Free bytes on the accelerator of ``where`` (an array, or a device); ``None`` on the
+    host, or when the library does not say.
+
+    torch: ``torch.cuda.mem_get_info``; CuPy: ``cudaMemGetInfo``; JAX: the device's
+    ``memory_stats()`` (``bytes_limit - bytes_in_use``; a traced value asks JAX's default
+    device). Only modules already loaded are asked (their arrays reached us).
+    """
+    device = where
+    if is_array(where):
+        if _compat.is_jax_array(where):
+            jax = _module("jax")
+            device = jax.devices()[0] if is_tracing(where) else next(iter(where.devices()))
+        else:
+            device = where.device
+    kind = type(device).__module__.split(".")[0]
+    try:
+        if kind == "torch" and getattr(device, "type", None) == "cuda":
+            return int(_module("torch").cuda.mem_get_info(device)[0])
+        if kind == "cupy":
+            with device:
+                return int(_module("cupy").cuda.runtime.memGetInfo()[0])
+        if kind in ("jax", "jaxlib") and getattr(device, "platform", "cpu") != "cpu":
+            stats = device.memory_stats() or {}
+            if "bytes_limit" in stats:
+                return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    except Exception:  # a driver or runtime that cannot answer: the caller's default
+        return None
+    return None
+
+
 def has_float64(xp: Any, device: Any = None) -> bool:
     """Whether the backend holds float64 arrays (on ``device``): not JAX without
     ``jax_enable_x64``, nor a device without double precision (Apple MPS)."""

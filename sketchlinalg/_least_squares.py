@@ -10,34 +10,41 @@ sketched, Nystrom-PCG) can drive it. The interface follows
 the Jacobian (``_lsq_loss``), its forms of ``x0`` and ``bounds`` and its keywords without a
 counterpart (``_lsq_options``), finite bounds by a projected Levenberg–Marquardt
 (``_lsq_bounds``), ``verbose`` and ``callback`` (``_lsq_report``).
+
+This module holds the public function: its signature, its documentation, the checks of its
+inputs and the result. The rest: the loop with its state (``_lsq_loop``), the damping
+control and the trust-region step (``_lsq_damping``), the checked residual and Jacobian
+(``_lsq_problem``), overflow-safe arithmetic and the Jacobian-derived quantities
+(``_lsq_numerics``).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from . import _dispatch
 from ._direction import METHODS
-from ._exact import SVD, SVDState
-from ._finite_diff import FD_SCHEMES, finite_difference_jacobian
-from ._lsq_bounds import (
-    Box,
-    active_mask,
-    bounded_fd_jacobian,
-    free_mask,
-    project,
-    projected_gradient_norm,
-)
+from ._finite_diff import FD_SCHEMES
+from ._lsq_bounds import Box, active_mask
+from ._lsq_loop import Settings, first_order, run
 from ._lsq_loss import LossTerms, make_loss
-from ._lsq_options import as_start, check_bounds, check_scipy_only, check_verbose
+from ._lsq_numerics import safe_dot
+from ._lsq_options import (
+    as_start,
+    check_bounds,
+    check_direction_options,
+    check_positive,
+    check_scale,
+    check_scipy_only,
+    check_tol,
+    check_verbose,
+)
+from ._lsq_problem import Jacobian, Residual
 from ._lsq_report import LeastSquaresIteration, Reporter, wrap_callback
-from ._operator import FunctionOperator, LinearOperator, aslinearoperator
+from ._operator import LinearOperator
 from ._random import as_sampler
-from ._solver_base import DEFAULT_RANK, DirectionSolver
-from ._solvers import choose_method, make_solver, solver_options
 from ._status import Status
 from ._validation import check_int
 
@@ -45,28 +52,7 @@ __all__ = ["LeastSquaresIteration", "LeastSquaresResult", "least_squares"]
 
 Array = Any
 
-STATUS_MESSAGES = {
-    -3: "Numerical failure: see the details.",
-    -2: "Stopped because `callback` raised `StopIteration`.",
-    0: "The maximum number of function evaluations is exceeded.",
-    1: "`gtol` termination condition is satisfied.",
-    2: "`ftol` termination condition is satisfied.",
-    3: "`xtol` termination condition is satisfied.",
-    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
-}
-
 DIRECTIONS = METHODS
-
-# A trial step is accepted when the actual reduction of the cost is at least this fraction
-# of the reduction the linear model predicts (More 1978 uses 1e-4).
-ACCEPT_RATIO = 1e-4
-# Initial trust radius TRUST_FACTOR ||D x0|| (scipy's "trf" uses 1; with MINPACK's default
-# ``factor`` 100, MGH10 and BoxBOD stay unsolved from NIST start 1 even with 5,000
-# evaluations), and the iteration cap of the search for mu with ||D p(mu)|| = radius.
-TRUST_FACTOR = 1.0
-_TR_ITERS = 30
-# Power iterations for the largest eigenvalue of the scaled J^T J when J is matrix-free.
-_POWER_ITERS = 8
 
 
 class LeastSquaresResult(NamedTuple):
@@ -460,15 +446,15 @@ def least_squares(
     dtype = x0.dtype
     device = _dispatch.device_of(x0)
     eps = float(xp.finfo(dtype).eps)
-    ftol_v = _check_tol(ftol, "ftol", eps)
-    xtol_v = _check_tol(xtol, "xtol", eps)
-    gtol_v = _check_tol(gtol, "gtol", eps)
+    ftol_v = check_tol(ftol, "ftol", eps)
+    xtol_v = check_tol(xtol, "xtol", eps)
+    gtol_v = check_tol(gtol, "gtol", eps)
     max_nfev = 100 * n if max_nfev is None else check_int(max_nfev, "max_nfev", low=1)
-    tau = _check_positive(initial_damping, "initial_damping")
-    opts = _check_direction_options(direction_options, direction)
+    tau = check_positive(initial_damping, "initial_damping")
+    opts = check_direction_options(direction_options, direction)
     sampler = as_sampler(opts.pop("seed", 0))
-    fixed_scale = _check_scale(x_scale, "x_scale", xp, dtype, device, n)
-    rel_step = _check_scale(diff_step, "diff_step", xp, dtype, device, n, allow_jac=False)
+    fixed_scale = check_scale(x_scale, "x_scale", xp, dtype, device, n)
+    rel_step = check_scale(diff_step, "diff_step", xp, dtype, device, n, allow_jac=False)
     if rel_step is not None and float(xp.min(xp.asarray(rel_step))) < eps:
         raise ValueError(f"diff_step must be >= eps = {eps:.3g} (a smaller step rounds to 0)")
     if isinstance(jac, str) and jac not in FD_SCHEMES:
@@ -479,754 +465,62 @@ def least_squares(
     robust = make_loss(loss, f_scale, xp, dtype, device)
     on_step = wrap_callback(callback)
 
-    residual = _Residual(fun, args, kwargs, xp, dtype)
-    x = x0
+    residual = Residual(fun, args, kwargs, xp, dtype)
     # f_raw: the residuals of fun; f: those the iteration works on (weighted by a robust
     # loss, see _lsq_loss), with the Jacobian weighted alike: J_w^T f_w is the gradient.
-    f_raw = residual(x, "x0")
-    nfev = 1
+    f_raw = residual(x0, "x0")
     finite0 = bool(xp.all(xp.isfinite(f_raw)))
     terms: LossTerms | None = None
     if robust is None:
-        f = f_raw
-        cost = 0.5 * _dot(xp, f, f) if finite0 else math.inf
+        cost = 0.5 * safe_dot(xp, f_raw, f_raw) if finite0 else math.inf
     else:
         terms = robust.terms(f_raw, "x0") if finite0 else None
         cost = terms.cost if terms is not None else math.inf
-        f = terms.f_w if terms is not None else f_raw
     if not math.isfinite(cost):
         raise ValueError(
             "fun(x0) returned NaN/Inf residuals (or a cost that overflows, or a loss callable "
             "that returned NaN/Inf); start from a point where the residuals are finite"
         )
-    m = residual.m
-    jacobian = _Jacobian(jac, args, kwargs, residual, xp, dtype, (m, n), rel_step, box)
+    jacobian = Jacobian(jac, args, kwargs, residual, xp, dtype, (residual.m, n), rel_step, box)
     reporter = Reporter(verbose_v, cost)
-
-    # -- the Levenberg–Marquardt loop -------------------------------------------------
-    J_out, Jd, J_op = _weigh(xp, terms, *jacobian(x, f_raw))
-    njev = 1
-    D: Array | None = None  # scaling (None: identity)
-    # x_scale=None: MINPACK's "jac" (scipy's "lm") for least squares; 1 (scipy's "trf", its
-    # method for robust losses) with a robust loss, whose clipped weights shrink the columns
-    # of J_w that "jac" would divide by, and so inflate the steps.
-    jac_default = Jd is not None and robust is None
-    scale_mode = "jac" if (fixed_scale is None and jac_default) else fixed_scale
-    if isinstance(scale_mode, str) and Jd is None:
-        raise ValueError(
-            'x_scale="jac" needs the Jacobian\'s columns, but jac gave a matrix-free operator; '
-            "pass x_scale as a float or an array of shape (n,)"
-        )
-    col_norms = _column_norms(xp, Jd) if Jd is not None else None
-    if isinstance(scale_mode, str):  # "jac"
-        assert col_norms is not None
-        D = xp.where(col_norms > 0, col_norms, xp.ones_like(col_norms))
-    elif isinstance(scale_mode, float):
-        if scale_mode != 1.0:
-            D = xp.full((n,), 1.0 / scale_mode, dtype=dtype, device=device)
-    elif scale_mode is not None and not isinstance(scale_mode, str):
-        D = xp.broadcast_to(1.0 / scale_mode, (n,))
-    method_ = _resolve_direction(direction, opts, Jd is not None, (m, n), dtype, xp)
-    solver: DirectionSolver = (
-        SVD()
-        if method_ == "svd"
-        else make_solver(method_, **{k: v for k, v in opts.items() if k in solver_options(method_)})
+    settings = Settings(
+        xp=xp,
+        residual=residual,
+        jacobian=jacobian,
+        robust=robust,
+        box=box,
+        ftol=ftol_v,
+        xtol=xtol_v,
+        gtol=gtol_v,
+        max_nfev=max_nfev,
+        tau=tau,
+        eps=eps,
+        direction=direction,
+        options=opts,
+        sampler=sampler,
+        fixed_scale=fixed_scale,
+        reporter=reporter,
+        on_step=on_step,
     )
-    if method_ == "svd":
-        x_norm0 = _norm(xp, x if D is None else D * x)
-        control: _Nielsen | _TrustRegion = _TrustRegion(
-            TRUST_FACTOR * x_norm0 if x_norm0 > 0 else TRUST_FACTOR
-        )
-    else:
-        mu0 = tau * _max_scaled_curvature(xp, Jd, J_op, D, col_norms, sampler)
-        control = _Nielsen(mu0, eps)
-    nit = 0
-    status: int | None = None
-    failure = Status.NONFINITE  # what a status -3 was (NaN/Inf, or no decrease in the end)
-    notes: list[str] = []
-    nonfinite_trials = 0
-    nonfinite_streak = 0  # trial points with non-finite residuals since the last acceptance
-    used_direction = method_
-    step_count = 0
-    g = _gradient(xp, Jd, J_op, f)
-
-    def first_order(g: Array) -> float:
-        """``||g||_inf``, or ``||x - P(x - g)||_inf`` with bounds."""
-        return _inf_norm(xp, g) if box is None else projected_gradient_norm(xp, x, g, box)
-
-    def fnorm() -> float:
-        """``||f||`` of the gtol test; ``sqrt(2 F)`` with a robust loss, whose weighted
-        residuals are large where the weights are clipped (``J_w^T f_w`` stays the
-        gradient, but ``||f_w||`` no longer measures the cost)."""
-        if robust is None or cost <= 0.0:
-            return _norm(xp, f if robust is None else f_raw)
-        return math.sqrt(2.0 * cost)
-
-    reporter.header()
-    reporter.row(0, nfev, cost, None, None, first_order(g), control.mu)
-
-    while status is None:
-        if not bool(xp.all(xp.isfinite(g))) or (
-            Jd is not None and not bool(xp.all(xp.isfinite(Jd)))
-        ):
-            status = -3
-            notes.append(
-                "the Jacobian (or J^T f) at x holds NaN/Inf; x is the last point with finite "
-                "residuals (finite-difference steps may have left the domain of fun)"
-            )
-            break
-        # With bounds: the variables on a bound that -g points out of are fixed for this
-        # point (their columns of J_s zeroed, their gradient left out of the gtol test).
-        free = None if box is None else free_mask(xp, x, g, box)
-        g_free = g if free is None else xp.where(free, g, xp.zeros_like(g))
-        if gtol_v is not None and _gradient_measure(xp, g_free, fnorm(), col_norms, Jd) <= gtol_v:
-            status = 1
-            break
-        if nfev >= max_nfev:
-            status = 0
-            break
-        Js = _scaled(xp, Jd, J_op, D, free)
-        x_norm = _norm(xp, x if D is None else D * x)
-        # One set-up per point (factorization, SVD or sketch); every trial below re-solves
-        # it for its damping without another pass over J.
-        if isinstance(control, _TrustRegion):
-            Js = Js if Jd is not None else _scaled(xp, J_op.to_dense(), J_op, D, free)
-        setup = solver.init(Js, f, seed=sampler.fold_in(nit + 1))
-        while True:  # trial steps until one is accepted or a test stops the run
-            step_count += 1
-            if isinstance(control, _TrustRegion):
-                assert isinstance(solver, SVD)
-                d, control.mu, predicted = _trust_region_step(
-                    xp, solver, setup, control.radius, control.mu
-                )
-                detail = "svd"
-            else:
-                d, info = solver.solve(setup, damping=control.mu)
-                used_direction, detail = info.method, info.message
-                predicted = float(info.predicted_decrease)
-            if not bool(xp.all(xp.isfinite(d))):
-                notes.append(f"a direction with NaN/Inf was rejected ({detail})")
-                control.reject(math.inf)
-                if control.exhausted():
-                    status = -3
-                    notes.append("the damping overflowed (the trust region collapsed)")
-                    break
-                continue
-            p = -d if D is None else -d / D
-            x_new = x + p
-            step_norm = _norm(xp, d)
-            if box is not None and free is not None:
-                # The projected step actually taken, and its model decrease
-                # -(g^T s + 1/2 ||J s||^2) (Kanzow, Yamashita, Fukushima 2004).
-                unprojected_same = bool(xp.all(x_new == x))
-                x_new = project(xp, x + xp.where(free, p, xp.zeros_like(p)), box)
-                s_step = x_new - x
-                Js_step = Jd @ s_step if Jd is not None else J_op.matvec(s_step)
-                predicted = -(_dot(xp, g, s_step) + 0.5 * _dot(xp, Js_step, Js_step))
-                if bool(xp.all(x_new == x)) and not unprojected_same:
-                    # the whole step left the box: shrink it (it tends to the projected
-                    # steepest-descent step, which moves while x is not stationary)
-                    control.reject(step_norm)
-                    if control.exhausted():
-                        status, failure = -3, Status.NO_DECREASE
-                        notes.append("the damping overflowed (the trust region collapsed)")
-                        break
-                    continue
-                step_norm = _norm(xp, s_step if D is None else D * s_step)
-            xtol_ok = xtol_v is not None and step_norm <= xtol_v * (xtol_v + x_norm)
-            if bool(xp.all(x_new == x)):
-                status = 3 if nonfinite_streak == 0 else -3
-                if not xtol_ok:
-                    notes.append("the step fell below the floating-point resolution of x")
-                break
-            where = f"trial point {nfev}"
-            f_new = residual(x_new, where)
-            nfev += 1
-            finite = bool(xp.all(xp.isfinite(f_new)))
-            ftol_ok = False
-            accept = False
-            rho = -math.inf
-            terms_new: LossTerms | None = None
-            if finite:
-                if robust is None or terms is None:
-                    actual = _reduction(xp, f, f_new)
-                else:
-                    terms_new = robust.terms(f_new, where)
-                    finite_cost = math.isfinite(terms_new.cost)
-                    actual = robust.reduction(terms, terms_new) if finite_cost else math.inf
-                finite = math.isfinite(actual) and math.isfinite(predicted)
-            if finite:
-                rho = actual / predicted if predicted > 0 else -math.inf
-                accept = predicted > 0 and actual > 0 and rho > ACCEPT_RATIO
-                ftol_ok = (
-                    ftol_v is not None
-                    and abs(actual) <= ftol_v * cost
-                    and predicted <= ftol_v * cost
-                    and rho <= 2.0
-                )
-            else:
-                nonfinite_trials += 1
-                nonfinite_streak += 1
-            if accept:
-                x, f_raw = x_new, f_new
-                if terms_new is None:
-                    f = f_new
-                    cost = 0.5 * _dot(xp, f, f)
-                else:
-                    terms = terms_new
-                    f, cost = terms.f_w, terms.cost
-                nit += 1
-                nonfinite_streak = 0
-                control.accept(rho, step_norm)
-                J_out, Jd, J_op = _weigh(xp, terms, *jacobian(x, f_raw))
-                njev += 1
-                if Jd is not None:
-                    col_norms = _column_norms(xp, Jd)
-                    if isinstance(scale_mode, str):  # "jac"
-                        D = xp.maximum(D, col_norms)
-                g = _gradient(xp, Jd, J_op, f)
-                optimality = first_order(g)
-                reporter.row(nit, nfev, cost, actual, _norm(xp, p), optimality, control.mu)
-                if on_step is not None and on_step(
-                    LeastSquaresIteration(
-                        x=xp.asarray(x, copy=True),
-                        cost=float(cost),
-                        fun=f_raw,
-                        jac=J_out,
-                        grad=g,
-                        optimality=optimality,
-                        nfev=nfev,
-                        njev=njev,
-                        nit=nit,
-                    )
-                ):
-                    status = -2  # scipy: the callback's StopIteration overrides the tests
-                    break
-            else:
-                control.reject(step_norm)
-            if ftol_ok or xtol_ok:
-                status = 4 if (ftol_ok and xtol_ok) else (2 if ftol_ok else 3)
-                if status == 3 and nonfinite_streak > 0 and not accept:
-                    status = -3
-                    notes.append(
-                        "every trial point since the last accepted step had non-finite "
-                        "residuals and the step shrank below xtol"
-                    )
-                break
-            if control.exhausted():
-                status, failure = -3, Status.NO_DECREASE
-                notes.append("the damping overflowed (the trust region collapsed)")
-                break
-            if accept:
-                break
-            if nfev >= max_nfev:
-                status = 0
-                break
-
-    if status > 0 and not (
-        bool(xp.all(xp.isfinite(g))) and (Jd is None or bool(xp.all(xp.isfinite(Jd))))
-    ):
-        status, failure = -3, Status.NONFINITE
-        notes.append(
-            "the Jacobian (or J^T f) at the final x holds NaN/Inf, so optimality cannot be "
-            "judged there"
-        )
-    if nonfinite_trials:
-        notes.append(
-            f"{nonfinite_trials} trial point(s) had non-finite residuals"
-            + ("" if robust is None else " (or a non-finite robust cost)")
-            + " and were rejected (damping increased)"
-        )
-    message = STATUS_MESSAGES[status]
-    if notes:
-        message = f"{message} Details: {'; '.join(notes)}."
-    optimality = first_order(g)
-    reporter.summary(message, nfev, float(cost), optimality)
+    out = run(settings, x0, f_raw, terms, cost)
+    optimality = first_order(xp, out.x, out.grad, box)
+    reporter.summary(out.message, out.nfev, out.cost, optimality)
     return LeastSquaresResult(
-        x=x,
-        cost=float(cost),
-        fun=f_raw,
-        jac=J_out,
-        grad=g,
+        x=out.x,
+        cost=out.cost,
+        fun=out.fun,
+        jac=out.jac,
+        grad=out.grad,
         optimality=optimality,
-        nfev=nfev,
-        njev=njev,
-        status=status,
-        message=message,
-        success=status > 0,
-        nit=nit,
-        damping=float(control.mu),
-        direction=used_direction,
-        nonfinite_trials=nonfinite_trials,
-        result=(
-            Status.SUCCESS
-            if status > 0
-            else Status.MAX_ITERATIONS
-            if status in (0, -2)
-            else failure
-        ),
-        active_mask=active_mask(xp, x, box, xtol_v if xtol_v is not None else eps),
+        nfev=out.nfev,
+        njev=out.njev,
+        status=out.status,
+        message=out.message,
+        success=out.status > 0,
+        nit=out.nit,
+        damping=out.damping,
+        direction=out.direction,
+        nonfinite_trials=out.nonfinite_trials,
+        result=out.result,
+        active_mask=active_mask(xp, out.x, box, xtol_v if xtol_v is not None else eps),
     )
-
-
-# ------------------------------------------------------------------------------------
-def _resolve_direction(
-    direction: str,
-    opts: dict[str, Any],
-    materialized: bool,
-    shape: tuple[int, int],
-    dtype: Any,
-    xp: Any,
-) -> str:
-    """``"auto"``: :func:`choose_method`, with ``"svd"`` for its exact choices on arrays."""
-    if direction != "auto":
-        return direction
-    m, n = shape
-    rank = opts.get("rank")
-    method, _ = choose_method(
-        m,
-        n,
-        rank=min(DEFAULT_RANK if rank is None else rank, n),
-        itemsize=4 if dtype == xp.float32 else 8,
-        memory_budget=opts.get("memory_budget"),
-        materialized=materialized,
-    )
-    return "svd" if (materialized and method in ("dense", "woodbury")) else method
-
-
-class _Nielsen:
-    """Damping control with one solve per trial (Nielsen 1999).
-
-    Accepted with gain ratio ``rho``: ``mu <- mu max(1/3, 1 - (2 rho - 1)^3)``, ``nu <- 2``;
-    rejected: ``mu <- nu mu``, ``nu <- 2 nu``. ``mu`` stays above ``eps^2 mu_0``.
-    """
-
-    def __init__(self, mu0: float, eps: float) -> None:
-        self.mu = mu0 if mu0 > 0 else 1.0
-        self.floor = self.mu * eps * eps
-        self.nu = 2.0
-
-    def accept(self, rho: float, step_norm: float) -> None:
-        self.mu = max(self.mu * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), self.floor)
-        self.nu = 2.0
-
-    def reject(self, step_norm: float) -> None:
-        self.mu, self.nu = self.mu * self.nu, 2.0 * self.nu
-
-    def exhausted(self) -> bool:
-        return not math.isfinite(self.mu * self.nu)
-
-
-class _TrustRegion:
-    """Trust-region control of the damping (Moré 1978): ``mu`` solves ``||D p(mu)|| = Delta``.
-
-    Rejected (or ``rho < 1/4``): ``Delta <- ||D p|| / 4``; ``rho > 3/4`` with the step on
-    the boundary: ``Delta <- 2 Delta``. The Gauss–Newton step (``mu = 0``) is taken whenever
-    it lies inside the region.
-    """
-
-    def __init__(self, radius: float) -> None:
-        self.radius = radius
-        self.mu = 0.0
-
-    def accept(self, rho: float, step_norm: float) -> None:
-        if rho < 0.25:
-            self.radius = 0.25 * step_norm
-        elif rho > 0.75 and step_norm >= 0.95 * self.radius:
-            self.radius = 2.0 * self.radius
-
-    def reject(self, step_norm: float) -> None:
-        self.radius = 0.25 * min(step_norm, self.radius)
-
-    def exhausted(self) -> bool:
-        return not (self.radius > 0.0)
-
-
-def _trust_region_step(
-    xp: Any, solver: SVD, state: SVDState, radius: float, mu_guess: float
-) -> tuple[Array, float, float]:
-    """The step of norm ``<= radius`` minimizing the linear model, its ``mu`` and the
-    model decrease, from the SVD ``J_s = U diag(s) V^T`` (``O((m + n) k)`` per call).
-
-    The Gauss–Newton step (pseudo-inverse, singular values below ``max(m, n) eps s_max``
-    dropped) if it fits; otherwise ``mu > 0`` with ``| ||d(mu)|| - radius | <= radius / 10``,
-    by Newton's method on ``1/radius - 1/||d(mu)||`` safeguarded by bisection (Moré 1978,
-    sec. 5).
-    """
-    s, c = state.s, solver.coefficients(state, None)
-    s2 = s * s
-    sc = s * c
-    kept = s > solver.cutoff(state)
-    safe = xp.where(kept, s, xp.ones_like(s))
-    a0 = xp.where(kept, c / safe, xp.zeros_like(s))
-    if _norm(xp, a0) <= 1.1 * radius:
-        return state.V @ a0, 0.0, 0.5 * _dot(xp, xp.where(kept, c, xp.zeros_like(c)), c)
-    lo, hi = 0.0, _norm(xp, sc) / radius  # ||d(mu)|| <= ||s c|| / mu
-    mu = mu_guess if lo < mu_guess < hi else 1e-3 * hi
-    for _ in range(_TR_ITERS):
-        denom = s2 + mu
-        a = sc / denom
-        na = _norm(xp, a)
-        if abs(na - radius) <= 0.1 * radius:
-            break
-        if na > radius:
-            lo = mu
-        else:
-            hi = mu
-        q = _dot(xp, a, a / denom)  # sum s^2 c^2 / (s^2 + mu)^3 = -1/2 d||d||^2/dmu
-        mu_new = mu + (na / radius - 1.0) * na * na / q if q > 0 else -1.0
-        mu = mu_new if lo < mu_new < hi else max(1e-3 * hi, math.sqrt(lo * hi))
-    a = sc / (s2 + mu)
-    sa = s * a  # J_s d in the basis U: the model decrease is c . (s a) - 1/2 ||s a||^2
-    return state.V @ a, mu, _dot(xp, c, sa) - 0.5 * _dot(xp, sa, sa)
-
-
-class _Residual:
-    """``fun`` with the checks: an array of the backend and dtype of ``x0``, fixed shape."""
-
-    def __init__(
-        self,
-        fun: Callable[..., Array],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        xp: Any,
-        dtype: Any,
-    ) -> None:
-        self.fun, self.args, self.kwargs = fun, args, kwargs
-        self.xp, self.dtype = xp, dtype
-        self.m: int = -1
-
-    def __call__(self, x: Array, where: str) -> Array:
-        f = self.fun(x, *self.args, **self.kwargs)
-        if not _dispatch.is_array(f):
-            raise TypeError(
-                f"fun must return an array of the backend of x0, got {type(f).__name__} at {where}"
-            )
-        if f.ndim == 0:
-            f = self.xp.reshape(f, (1,))
-        if f.ndim != 1:
-            raise ValueError(
-                f"fun must return a 1-D array of residuals, got shape {tuple(f.shape)} at {where}"
-            )
-        if f.dtype != self.dtype:
-            raise TypeError(
-                f"fun returned dtype {f.dtype} at {where}, but x0 has dtype {self.dtype}; the "
-                "residuals must have the dtype of x"
-            )
-        if self.m < 0:
-            self.m = int(f.shape[0])
-        elif f.shape[0] != self.m:
-            raise ValueError(
-                f"fun returned shape {tuple(f.shape)} at {where}, but shape ({self.m},) at x0; "
-                "the number of residuals must not change between calls"
-            )
-        return f
-
-
-class _Jacobian:
-    """Evaluates ``jac``: returns (what the user gave, a dense array or None, an operator)."""
-
-    def __init__(
-        self,
-        jac: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        residual: _Residual,
-        xp: Any,
-        dtype: Any,
-        shape: tuple[int, int],
-        rel_step: Any,
-        box: Box | None = None,
-    ) -> None:
-        self.box = box
-        self.jac, self.args, self.kwargs = jac, args, kwargs
-        self.residual = residual
-        self.xp, self.dtype, self.shape = xp, dtype, shape
-        self.rel_step = rel_step
-        self.constant: tuple[Any, Array | None, LinearOperator] | None = None
-        if not isinstance(jac, str) and not callable(jac):
-            if not (isinstance(jac, LinearOperator) or _dispatch.is_array(jac)):
-                raise TypeError(
-                    "jac must be '2-point', '3-point', a callable, an array or a "
-                    f"LinearOperator, got {type(jac).__name__}"
-                )
-            self.constant = self._check(jac, "jac")
-
-    def __call__(self, x: Array, f: Array) -> tuple[Any, Array | None, LinearOperator]:
-        if self.constant is not None:
-            return self.constant
-        if isinstance(self.jac, str):
-            point = lambda z: self.residual(z, "a finite-difference point")  # noqa: E731
-            if self.box is None:
-                J = finite_difference_jacobian(
-                    point, x, f, scheme=self.jac, rel_step=self.rel_step, xp=self.xp
-                )
-            else:
-                J = bounded_fd_jacobian(
-                    point, x, f, scheme=self.jac, rel_step=self.rel_step, xp=self.xp, box=self.box
-                )
-            return (
-                J,
-                J,
-                FunctionOperator(
-                    lambda X: J @ X,
-                    lambda Y: J.T @ Y,
-                    shape=self.shape,
-                    dtype=self.dtype,
-                    xp=self.xp,
-                ),
-            )
-        return self._check(self.jac(x, *self.args, **self.kwargs), "jac(x)")
-
-    def _check(self, J: Any, what: str) -> tuple[Any, Array | None, LinearOperator]:
-        if isinstance(J, LinearOperator):
-            if J.shape != self.shape:
-                raise ValueError(
-                    f"{what} has shape {J.shape}, expected (m, n) = {self.shape} (m residuals, "
-                    "n variables)"
-                )
-            if J.dtype != self.dtype:
-                raise TypeError(f"{what} has dtype {J.dtype}, x0 has dtype {self.dtype}")
-            return J, (J.to_dense() if J.is_materialized else None), J
-        if not _dispatch.is_array(J):
-            raise TypeError(f"{what} must be an array or a LinearOperator, got {type(J).__name__}")
-        if tuple(J.shape) != self.shape:
-            raise ValueError(
-                f"{what} has shape {tuple(J.shape)}, expected (m, n) = {self.shape} (m "
-                "residuals, n variables)"
-            )
-        if J.dtype != self.dtype:
-            raise TypeError(f"{what} has dtype {J.dtype}, x0 has dtype {self.dtype}")
-        op = FunctionOperator(
-            lambda X: J @ X, lambda Y: J.T @ Y, shape=self.shape, dtype=self.dtype, xp=self.xp
-        )
-        return J, J, op
-
-
-def _max_abs(xp: Any, a: Array) -> float:
-    return float(xp.max(xp.abs(a)))
-
-
-def _inf_norm(xp: Any, g: Array) -> float:
-    """``||g||_inf`` (NaN when ``g`` holds NaN: the result reports it, never hides it)."""
-    return float(xp.max(xp.abs(g)))
-
-
-def _weigh(
-    xp: Any, terms: LossTerms | None, J_user: Any, Jd: Array | None, J_op: LinearOperator
-) -> tuple[Any, Array | None, LinearOperator]:
-    """The Jacobian for the result, as an array (or None) and as an operator, with its rows
-    weighted by a robust loss, ``J_w = diag(w) J`` (unchanged for the linear loss).
-
-    The result's Jacobian keeps the type that ``jac`` gave (an array, or an operator).
-    """
-    if terms is None:
-        return J_user, Jd, J_op
-    w = terms.w[:, None]
-    if Jd is not None:
-        Jw = w * Jd
-        op = FunctionOperator(
-            lambda X: Jw @ X, lambda Y: Jw.T @ Y, shape=J_op.shape, dtype=J_op.dtype, xp=xp
-        )
-        return (aslinearoperator(Jw) if isinstance(J_user, LinearOperator) else Jw), Jw, op
-    op = FunctionOperator(
-        lambda X: w * J_op.matmat(X),
-        lambda Y: J_op.rmatmat(w * Y),
-        shape=J_op.shape,
-        dtype=J_op.dtype,
-        xp=xp,
-        device=J_op.device,
-    )
-    return op, None, op
-
-
-def _dot(xp: Any, a: Array, b: Array) -> float:
-    """``a . b`` of finite vectors without overflow in the array arithmetic.
-
-    Both are divided by their largest magnitude first; the product of the two scales is a
-    Python float, which becomes ``inf`` silently where the dot product overflows.
-    """
-    sa, sb = _max_abs(xp, a), _max_abs(xp, b)
-    if sa == 0.0 or sb == 0.0:
-        return 0.0
-    return sa * sb * float(xp.sum((a / sa) * (b / sb)))
-
-
-def _norm(xp: Any, a: Array) -> float:
-    """``||a||_2`` of a finite vector without overflow (scaled like :func:`_dot`)."""
-    sa = _max_abs(xp, a)
-    if sa == 0.0 or not math.isfinite(sa):
-        return sa
-    return sa * float(xp.linalg.vector_norm(a / sa))
-
-
-def _reduction(xp: Any, f: Array, f_new: Array) -> float:
-    """``1/2 (||f||^2 - ||f_new||^2) = 1/2 (f - f_new) . (f + f_new)``, both finite.
-
-    The factored form has no cancellation of two nearly equal costs near a solution.
-    """
-    s = max(_max_abs(xp, f), _max_abs(xp, f_new))
-    if s == 0.0:
-        return 0.0
-    a, b = f / s, f_new / s
-    return 0.5 * s * s * float(xp.sum((a - b) * (a + b)))
-
-
-def _column_norms(xp: Any, J: Array) -> Array:
-    return xp.linalg.vector_norm(J, axis=0)
-
-
-def _gradient(xp: Any, Jd: Array | None, J_op: LinearOperator, f: Array) -> Array:
-    return Jd.T @ f if Jd is not None else J_op.rmatvec(f)
-
-
-def _gradient_measure(
-    xp: Any, g: Array, fnorm: float, col_norms: Array | None, Jd: Array | None
-) -> float:
-    """MINPACK's ``max_j |g_j| / (||J e_j|| ||f||)`` (or ``||g||_inf`` when matrix-free)."""
-    if fnorm == 0.0:
-        return 0.0
-    if Jd is None or col_norms is None:
-        return float(xp.max(xp.abs(g)))
-    safe = xp.where(col_norms > 0, col_norms, xp.ones_like(col_norms))
-    cosines = xp.where(col_norms > 0, xp.abs(g) / safe, xp.zeros_like(g))
-    return float(xp.max(cosines)) / fnorm
-
-
-def _scaled(
-    xp: Any, Jd: Array | None, J_op: LinearOperator, D: Array | None, free: Array | None = None
-) -> Array | LinearOperator:
-    """``J D^{-1}`` as an array (materialized) or an operator (matrix-free); with ``free``
-    (bounds), the columns of the fixed variables zeroed."""
-    if free is not None:
-        ones = xp.ones(free.shape, dtype=J_op.dtype, device=J_op.device)
-        keep = xp.where(free, ones, xp.zeros_like(ones))
-        D_free = keep if D is None else keep / D
-        if Jd is not None:
-            return Jd * D_free[None, :]
-        return FunctionOperator(
-            lambda X: J_op.matmat(D_free[:, None] * X),
-            lambda Y: D_free[:, None] * J_op.rmatmat(Y),
-            shape=J_op.shape,
-            dtype=J_op.dtype,
-            xp=xp,
-            device=J_op.device,
-        )
-    if Jd is not None:
-        return Jd if D is None else Jd / D[None, :]
-    if D is None:
-        return J_op
-    inv = 1.0 / D
-    return FunctionOperator(
-        lambda X: J_op.matmat(inv[:, None] * X),
-        lambda Y: inv[:, None] * J_op.rmatmat(Y),
-        shape=J_op.shape,
-        dtype=J_op.dtype,
-        xp=xp,
-        device=J_op.device,
-    )
-
-
-def _max_scaled_curvature(
-    xp: Any,
-    Jd: Array | None,
-    J_op: LinearOperator,
-    D: Array | None,
-    col_norms: Array | None,
-    sampler: Any,
-) -> float:
-    """``max_j (J_s^T J_s)_jj`` (materialized), else a power estimate of ``||J_s||_2^2``."""
-    if Jd is not None and col_norms is not None:
-        scaled = col_norms if D is None else col_norms / D
-        return float(xp.max(scaled)) ** 2
-    Js = _scaled(xp, None, J_op, D)
-    v = sampler.fold_in(0).normal((Js.shape[1],), xp=xp, dtype=Js.dtype, device=Js.device)
-    lam = 0.0
-    for _ in range(_POWER_ITERS):
-        v = v / _norm(xp, v)
-        w = Js.rmatvec(Js.matvec(v))
-        lam = _norm(xp, w)
-        if lam == 0.0 or not math.isfinite(lam):
-            break
-        v = w
-    return lam if math.isfinite(lam) and lam > 0 else 1.0
-
-
-def _check_tol(value: Any, name: str, eps: float) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float or None, got {type(value).__name__}")
-    value = float(value)
-    if not value >= 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number >= 0 or None, got {value}")
-    return max(value, eps)
-
-
-def _check_positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def _check_direction_options(options: Mapping[str, Any] | None, direction: str) -> dict[str, Any]:
-    """The options of ``direction``'s solver (for ``"auto"``: of Auto and Nystrom-PCG, the
-    sketched method it may choose), plus ``seed``."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise TypeError(f"direction_options must be a mapping, got {type(options).__name__}")
-    valid = {"seed", *solver_options(direction)}
-    if direction == "auto":
-        valid |= set(solver_options("nystrom-pcg"))
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise TypeError(
-            f"direction_options has unknown key(s) {unknown} for direction={direction!r}; "
-            f"valid: {sorted(valid)}"
-        )
-    return dict(options)
-
-
-def _check_scale(
-    value: Any,
-    name: str,
-    xp: Any,
-    dtype: Any,
-    device: Any,
-    n: int,
-    *,
-    allow_jac: bool = True,
-) -> Any:
-    """None, "jac" (if allowed), a positive float, or a positive array of shape (n,)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if allow_jac and value == "jac":
-            return "jac"
-        raise ValueError(
-            f"{name} must be {'None, ' + repr('jac') + ', ' if allow_jac else 'None, '}"
-            f"a positive float or an array of shape ({n},), got {value!r}"
-        )
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        number = float(value)
-        if not (number > 0 and math.isfinite(number)):
-            raise ValueError(f"{name} must be positive and finite, got {number}")
-        return number
-    try:
-        arr = xp.asarray(value, dtype=dtype, device=device)
-    except Exception as exc:  # any backend's conversion error
-        raise TypeError(
-            f"{name} must be a positive float or an array of shape ({n},), got "
-            f"{type(value).__name__}"
-        ) from exc
-    if arr.ndim == 0:
-        arr = xp.reshape(arr, (1,)) if n == 1 else arr
-    if tuple(arr.shape) not in ((n,), ()):
-        raise ValueError(f"{name} must have shape ({n},), got {tuple(arr.shape)}")
-    if not bool(xp.all(xp.isfinite(arr) & (arr > 0))):
-        raise ValueError(f"{name} must be positive and finite")
-    return arr

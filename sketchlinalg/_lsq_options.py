@@ -1,5 +1,6 @@
-"""The scipy-shaped inputs of :func:`least_squares`: the start, the bounds, and scipy's
-keywords that have another name here or no counterpart.
+"""The inputs of :func:`least_squares`: the start, the bounds, scipy's keywords that have
+another name here or no counterpart, and the checks of the options (tolerances, scales,
+``direction_options``).
 
 Each check names the argument, what was expected and what was received; a keyword of
 ``scipy.optimize.least_squares`` that is not supported names what to use instead.
@@ -8,6 +9,7 @@ Each check names the argument, what was expected and what was received; a keywor
 from __future__ import annotations
 
 import importlib
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -15,9 +17,19 @@ from typing import Any
 import array_api_compat as _compat
 
 from . import _dispatch
+from ._solvers import solver_options
 from ._validation import check_float_dtype
 
-__all__ = ["as_start", "check_bounds", "check_scipy_only", "check_verbose"]
+__all__ = [
+    "as_start",
+    "check_bounds",
+    "check_direction_options",
+    "check_positive",
+    "check_scale",
+    "check_scipy_only",
+    "check_tol",
+    "check_verbose",
+]
 
 Array = Any
 
@@ -211,3 +223,83 @@ def check_verbose(verbose: Any) -> int:
     if not isinstance(verbose, numbers.Integral) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     return int(verbose)
+
+
+def check_tol(value: Any, name: str, eps: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float or None, got {type(value).__name__}")
+    value = float(value)
+    if not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number >= 0 or None, got {value}")
+    return max(value, eps)
+
+
+def check_positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_direction_options(options: Mapping[str, Any] | None, direction: str) -> dict[str, Any]:
+    """The options of ``direction``'s solver (for ``"auto"``: of Auto and Nystrom-PCG, the
+    sketched method it may choose), plus ``seed``."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"direction_options must be a mapping, got {type(options).__name__}")
+    valid = {"seed", *solver_options(direction)}
+    if direction == "auto":
+        valid |= set(solver_options("nystrom-pcg"))
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise TypeError(
+            f"direction_options has unknown key(s) {unknown} for direction={direction!r}; "
+            f"valid: {sorted(valid)}"
+        )
+    return dict(options)
+
+
+def check_scale(
+    value: Any,
+    name: str,
+    xp: Any,
+    dtype: Any,
+    device: Any,
+    n: int,
+    *,
+    allow_jac: bool = True,
+) -> Any:
+    """None, "jac" (if allowed), a positive float, or a positive array of shape (n,)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if allow_jac and value == "jac":
+            return "jac"
+        raise ValueError(
+            f"{name} must be {'None, ' + repr('jac') + ', ' if allow_jac else 'None, '}"
+            f"a positive float or an array of shape ({n},), got {value!r}"
+        )
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+        if not (number > 0 and math.isfinite(number)):
+            raise ValueError(f"{name} must be positive and finite, got {number}")
+        return number
+    try:
+        arr = xp.asarray(value, dtype=dtype, device=device)
+    except Exception as exc:  # any backend's conversion error
+        raise TypeError(
+            f"{name} must be a positive float or an array of shape ({n},), got "
+            f"{type(value).__name__}"
+        ) from exc
+    if arr.ndim == 0:
+        arr = xp.reshape(arr, (1,)) if n == 1 else arr
+    if tuple(arr.shape) not in ((n,), ()):
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(arr.shape)}")
+    if not bool(xp.all(xp.isfinite(arr) & (arr > 0))):
+        raise ValueError(f"{name} must be positive and finite")
+    return arr

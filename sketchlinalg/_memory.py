@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from . import _dispatch
 from ._validation import check_int
 
 __all__ = ["JACOBIAN_PATHS", "MEMORY_METHODS", "MemoryEstimate", "estimate_memory", "memory_plan"]
@@ -24,8 +25,32 @@ DENSE_COPIES = 4
 #: the candidate of the line search; Nystrom-PCG adds its five CG vectors.
 STEP_VECTORS = 4
 PCG_VECTORS = 5
-#: The memory budget of ``auto`` choices when none is given (bytes).
+#: The memory budget of ``auto`` choices when none is given (bytes), for host arrays.
 DEFAULT_BUDGET = 2 * 2**30
+#: On an accelerator the default budget is this fraction of its free memory (the rest is
+#: headroom for the framework's caches and the model's own buffers).
+DEVICE_BUDGET_FRACTION = 0.5
+
+
+def default_budget(like: Any = None) -> int:
+    """The memory budget of ``auto`` choices when none is given.
+
+    For arrays on an accelerator (CUDA torch, CuPy, JAX on a GPU) half of the device's free
+    memory (:data:`DEVICE_BUDGET_FRACTION`), which is what a step there can use; for host
+    arrays, or when the device does not report its memory, :data:`DEFAULT_BUDGET` (2 GiB).
+
+    Parameters
+    ----------
+    like : array or device, optional
+        An array on the device the step runs on (the flat parameters), or that device.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    free = None if like is None else _dispatch.free_device_memory(like)
+    return DEFAULT_BUDGET if free is None else int(DEVICE_BUDGET_FRACTION * free)
 
 
 class MemoryEstimate(NamedTuple):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import _dispatch
-from ._memory import DEFAULT_BUDGET, estimate_memory
+from ._memory import DEFAULT_BUDGET, default_budget, estimate_memory
 from ._operator import FunctionOperator
 from ._validation import check_int
 
@@ -347,7 +347,8 @@ def build_pinn_system(
     path : {"auto", "materialized", "matrix-free"}
         ``"auto"``: :func:`jacobian_path`.
     memory_budget : int, optional
-        Bytes for ``"auto"`` (default 2 GiB).
+        Bytes for ``"auto"``; default :func:`default_budget` of the parameters (2 GiB on the
+        host, half the free memory of an accelerator).
     chunk_size : int, optional
         Materialized path: points per block of ``rows`` (bounds its temporaries).
     out : array of shape (N, P), optional
@@ -371,9 +372,8 @@ def build_pinn_system(
         path = "materialized"
     if path == "auto":
         itemsize = 4 if like.dtype == xp.float32 else 8
-        path = jacobian_path(
-            N, P, itemsize=itemsize, memory_budget=memory_budget, chunk_size=chunk_size
-        )
+        budget = default_budget(like) if memory_budget is None else memory_budget
+        path = jacobian_path(N, P, itemsize=itemsize, memory_budget=budget, chunk_size=chunk_size)
     if path == "matrix-free":
         r, J = matrix_free()
         return PINNSystem(r, J, "matrix-free")

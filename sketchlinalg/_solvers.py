@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from . import _dispatch
 from ._exact import SVD, Dense, Woodbury
-from ._memory import DEFAULT_BUDGET, estimate_memory
+from ._memory import DEFAULT_BUDGET, default_budget, estimate_memory
 from ._sketched import KernelNystrom, Nystrom, NystromPCG
 from ._solver_base import (
     DEFAULT_RANK,
@@ -145,7 +145,8 @@ class Auto(DirectionSolver):
     rank : int, optional
         Preconditioner rank if Nystrom-PCG is chosen (default ``min(100, P)``).
     memory_budget : int, optional
-        Bytes (default 2 GiB).
+        Bytes (default :func:`default_budget`: 2 GiB on the host, half the free memory of
+        the accelerator holding ``r``).
     rtol, maxiter : optional
         Nystrom-PCG's tolerance and iteration cap.
     """
@@ -171,7 +172,11 @@ class Auto(DirectionSolver):
             P,
             rank=min(DEFAULT_RANK if self.rank is None else self.rank, P),
             itemsize=4 if J.dtype == xp.float32 else 8,
-            memory_budget=self.memory_budget,
+            memory_budget=(
+                default_budget(r if r is not None else J.device)
+                if self.memory_budget is None
+                else self.memory_budget
+            ),
             materialized=J.is_materialized,
         )
         solver: DirectionSolver

@@ -56,7 +56,7 @@ from . import _dispatch
 from ._direction import METHODS, check_momentum
 from ._linesearch import LINE_SEARCHES, armijo_line_search, grid_line_search
 from ._lowrank import LowRankPSD
-from ._memory import DEFAULT_BUDGET, estimate_memory
+from ._memory import default_budget, estimate_memory
 from ._operator import LinearOperator, as_operator, promote
 from ._sketched import ExactTop, TopState, _Sketched
 from ._solver_base import DirectionInfo, DirectionSolver, GramState, SketchState
@@ -512,7 +512,10 @@ class StepEngine:
         if eager and not bool(xp.isfinite(loss0)):
             return self._skip(xp, state, loss0)
 
-        ladder = self._ladder(J, xp) if self.adaptive_rank else None
+        # The memory a sketch may take: 2 GiB on the host, half the free device memory on
+        # an accelerator (default_budget).
+        budget = default_budget(r)
+        ladder = self._ladder(J, xp, budget) if self.adaptive_rank else None
         solver = self._rungs(J, ladder)
         setup, rank = self._setup(J, r, state, seed, ladder, eager, solver)
         eps = float(xp.finfo(r.dtype).eps)
@@ -603,8 +606,8 @@ class StepEngine:
             warned=warned,
         )
         self._report(
-            xp, J, ladder, solver, setup, state.warned, status, capped, loss0, best, mu_eff,
-            rank, dinfo,
+            xp, J, ladder, budget, solver, setup, state.warned, status, capped, loss0, best,
+            mu_eff, rank, dinfo,
         )  # fmt: skip
         if eager:
             status = Status(int(status))
@@ -723,11 +726,11 @@ class StepEngine:
         nu_next = xp.where(t.taken, 2.0 * one, 2.0 * nu)
         return xp.minimum(xp.maximum(mu * factor, lo), hi), xp.minimum(nu_next, 2.0**20)
 
-    def _ladder(self, J: LinearOperator, xp: Any) -> list[int]:
+    def _ladder(self, J: LinearOperator, xp: Any, budget: int) -> list[int]:
         """The sketch sizes an adaptive rank moves on: 25, 50, 100, ... up to ``min(N, P)``,
-        what fits the default memory budget and, for an explicit ``J``, what costs at most
-        twice an exact solve (flops of :func:`choose_method`'s model: beyond that an exact
-        method is the cheaper way to the same accuracy).
+        what fits ``budget`` (bytes; :func:`default_budget`) and, for an explicit ``J``, what
+        costs at most twice an exact solve (flops of :func:`choose_method`'s model: beyond
+        that an exact method is the cheaper way to the same accuracy).
 
         SNGD with an explicit ``J`` and ``N < P`` ends, past the sizes a sketch can afford,
         at ``N``: ``G`` itself, solved in residual form (:class:`ExactTop`), which costs
@@ -747,14 +750,14 @@ class StepEngine:
             else:
                 n = N if method == "kernel-nystrom" else P
                 flops = 4.0 * N * P * size + 12.0 * n * size**2
-            fits = _sketch_fits(J, xp, method, size)
+            fits = _sketch_fits(J, xp, method, size, budget)
             if sizes and (not fits or (J.is_materialized and flops > affordable)):
                 break
             sizes.append(size)
             if size >= dim:
                 return sizes
             l *= 2
-        if exact_top and _sketch_fits(J, xp, "woodbury", dim):
+        if exact_top and _sketch_fits(J, xp, "woodbury", dim, budget):
             sizes.append(dim)  # the exact solve: what the cost rule compares against
         return sizes
 
@@ -892,9 +895,9 @@ class StepEngine:
         return xp.take(ladder_a, xp.reshape(index, (1,)))[0], capped
 
     def _report(
-        self, xp: Any, J: LinearOperator, ladder: list[int] | None, solver: DirectionSolver,
-        setup: Any, warned: Any, status: Any, capped: Any, loss0: Any, best: Any, mu: Any,
-        rank: Any, dinfo: DirectionInfo,
+        self, xp: Any, J: LinearOperator, ladder: list[int] | None, budget: int,
+        solver: DirectionSolver, setup: Any, warned: Any, status: Any, capped: Any,
+        loss0: Any, best: Any, mu: Any, rank: Any, dinfo: DirectionInfo,
     ) -> None:  # fmt: skip
         """The step's warnings (:class:`StepWarning`): a step not taken (NaN/Inf), a run
         that stalled or diverged (once per episode), a capped sketch (once per run). Eager
@@ -943,20 +946,20 @@ class StepEngine:
                 r = None if int(rank) < 0 else int(rank)
                 _warn(self._stall_message(status, loss0, best, mu, scale, r, deff_))
             if ladder is not None and bool(capped) and not old & 2:
-                _warn(self._capped_message(J, xp, ladder, deff_))
+                _warn(self._capped_message(J, xp, ladder, deff_, budget))
 
         _dispatch.host_call(xp, need, warn, *values)
 
     def _capped_message(
-        self, J: LinearOperator, xp: Any, ladder: list[int], deff: float | None
+        self, J: LinearOperator, xp: Any, ladder: list[int], deff: float | None, budget: int
     ) -> str:
         """What capped the sketch (the memory budget or the cost rule) and what to use."""
         N, P = J.shape
         top = ladder[-1]
-        fits = _sketch_fits(J, xp, "nystrom", min(2 * top, N, P))
+        fits = _sketch_fits(J, xp, "nystrom", min(2 * top, N, P), budget)
         why = (
             "more than twice an exact solve's flops" if fits else
-            f"more memory than the {DEFAULT_BUDGET / 2**30:g} GiB budget"
+            f"more memory than the {budget / 2**30:.3g} GiB budget"
         )  # fmt: skip
         wants = "" if deff is None else f" (2 d_eff = {2 * deff:.0f})"
         return (
@@ -1071,12 +1074,12 @@ def _check_lr(lr: Any, P: int) -> Any:
     return check_nonnegative(lr, "learning_rate")
 
 
-def _sketch_fits(J: LinearOperator, xp: Any, method: str, rank: int) -> bool:
-    """Whether a sketch of ``rank`` of ``J`` fits the default memory budget."""
+def _sketch_fits(J: LinearOperator, xp: Any, method: str, rank: int, budget: int) -> bool:
+    """Whether a sketch of ``rank`` of ``J`` fits ``budget`` bytes."""
     N, P = J.shape
     return bool(estimate_memory(
         method, N, P, rank=rank, jacobian="array" if J.is_materialized else "matrix-free",
-        itemsize=4 if J.dtype == xp.float32 else 8, memory_budget=DEFAULT_BUDGET,
+        itemsize=4 if J.dtype == xp.float32 else 8, memory_budget=budget,
     ).fits)  # fmt: skip
 
 

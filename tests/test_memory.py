@@ -114,3 +114,71 @@ def test_validation_names_the_argument() -> None:
         sl.estimate_memory("nystrom", 10, 0)
     with pytest.raises(ValueError, match="memory_budget"):
         sl.memory_plan(10, 10, memory_budget=-1)
+
+
+# -- the default budget: the host's 2 GiB, or half an accelerator's free memory ------------
+
+
+def test_default_budget_is_the_host_budget_for_host_arrays(backend) -> None:
+    x = backend.asarray(np.zeros(3))
+    if backend.device is None:
+        assert sl.default_budget(x) == sl.default_budget() == 2 * 2**30
+    else:  # a device backend (where a GPU exists): half of what the device reports free
+        assert 0 < sl.default_budget(x) < 2**50
+
+
+class _FakeGPU:
+    """A device object as JAX shows one: ``platform`` and ``memory_stats()``."""
+
+    platform = "gpu"
+
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memory_stats(self):
+        return self.stats
+
+
+_FakeGPU.__module__ = "jaxlib._jax"  # what the dispatcher recognizes JAX devices by
+
+
+def test_free_device_memory_reads_the_device_statistics() -> None:
+    from sketchlinalg import _dispatch
+
+    gpu = _FakeGPU({"bytes_limit": 10 * 2**30, "bytes_in_use": 2 * 2**30})
+    assert _dispatch.free_device_memory(gpu) == 8 * 2**30
+    assert sl.default_budget(gpu) == 4 * 2**30
+    assert _dispatch.free_device_memory(_FakeGPU({})) is None  # no statistics: the default
+    assert sl.default_budget(_FakeGPU(None)) == 2 * 2**30
+    assert _dispatch.free_device_memory(np.zeros(2)) is None
+    assert _dispatch.free_device_memory(None) is None
+
+
+def test_the_path_rule_and_the_ladder_follow_the_device_budget(monkeypatch) -> None:
+    """On an accelerator with room, the materialized Jacobian and larger sketches are
+    chosen where the host budget would refuse them (P = 10^6: J is 8 GB)."""
+    from sketchlinalg import _dispatch
+
+    N, P = 1_020, 1_005_001
+    assert sl.jacobian_path(N, P) == "matrix-free"
+    assert sl.jacobian_path(N, P, memory_budget=sl.default_budget(_FakeGPU(None))) == (
+        "matrix-free"
+    )
+    big = _FakeGPU({"bytes_limit": 140 * 2**30, "bytes_in_use": 0})
+    assert sl.jacobian_path(N, P, memory_budget=sl.default_budget(big)) == "materialized"
+
+    # build_pinn_system asks the parameters' device when no budget is given.
+    seen = []
+
+    def free(where):
+        seen.append(where)
+        return 140 * 2**30
+
+    monkeypatch.setattr(_dispatch, "free_device_memory", free)
+    like = np.zeros(4)
+    assert sl.default_budget(like) == 70 * 2**30 and seen[-1] is like
+    engine = sl.StepEngine.from_options("nystrom")  # SNGD: adaptive rank
+    J = sl.aslinearoperator(np.ones((40, 60)))
+    small = engine._ladder(J, np, 10_000)
+    large = engine._ladder(J, np, sl.default_budget(like))
+    assert len(small) < len(large) and large[-1] == 40

@@ -444,7 +444,7 @@ def _adaptive_run(backend, engine, singular_values, N, P, steps, seed):
     y_np = rng.standard_normal(N)
     A, y = backend.asarray(A_np), backend.asarray(y_np)
     assert engine.adaptive_rank
-    ladder = engine._ladder(sl.aslinearoperator(A), backend.xp)
+    ladder = engine._ladder(sl.aslinearoperator(A), backend.xp, sl.default_budget(A))
     theta = backend.asarray(np.zeros(P))
     state, ranks, info = engine.init(theta), [], None
     for k in range(steps):
@@ -477,7 +477,7 @@ def test_a_capped_sketch_says_so_once(backend64, monkeypatch):
     """A ladder that stops below ``min(N, P)`` (here forced to 25 and 50; in use, by the
     memory budget) while ``d_eff`` wants more: one warning naming the cap, then a bit in
     ``state.warned``; the run goes on."""
-    monkeypatch.setattr(sl.StepEngine, "_ladder", lambda self, J, xp: [25, 50])
+    monkeypatch.setattr(sl.StepEngine, "_ladder", lambda self, J, xp, budget: [25, 50])
     engine = sl.StepEngine(sl.Nystrom(), line_search="grid")
     with pytest.warns(sl.StepWarning, match="sketch capped at rank 50 of 150") as seen:
         ranks, info, *_ = _adaptive_run(
@@ -617,7 +617,7 @@ def test_compiled_steps_warn_as_eager_steps_do(monkeypatch):
         assert set(files) == {__file__}, files
         assert int(state.skipped) == 2
     # a capped sketch: once per run, compiled or not
-    monkeypatch.setattr(sl.StepEngine, "_ladder", lambda self, J, xp: [25, 50])
+    monkeypatch.setattr(sl.StepEngine, "_ladder", lambda self, J, xp, budget: [25, 50])
     rng = np.random.default_rng(2)
     A = jnp.asarray(np.linalg.qr(rng.standard_normal((300, 150)))[0])
     y = jnp.asarray(rng.standard_normal(300))

@@ -133,7 +133,8 @@ def pinn_system(
         ``"auto"`` materializes when a step fits in ``memory_budget``
         (:func:`sketchlinalg.jacobian_path`).
     memory_budget : int, optional
-        Bytes for ``"auto"`` (default 2 GiB).
+        Bytes for ``"auto"`` (default 2 GiB on the host, half the free memory of a GPU:
+        :func:`sketchlinalg.default_budget`).
     chunk_size : int, optional
         Materialized path: points per chunk (bounds the per-point gradient temporaries);
         matrix-free path: block columns per chunk.

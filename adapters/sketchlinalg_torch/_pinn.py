@@ -175,7 +175,8 @@ def pinn_system(
     ``grad_and_value`` of one row in the parameters), the explicit matrix and the residual
     in one pass, ``chunk_size`` points at a time; ``"matrix-free"``: :func:`jacobian_operator`
     of :func:`pinn_residual` (batched JVPs / VJPs, ``chunk_size`` columns at a time);
-    ``"auto"``: materialized when a step fits in ``memory_budget`` (default 2 GiB,
+    ``"auto"``: materialized when a step fits in ``memory_budget`` (default 2 GiB on the host,
+    half the free memory of a GPU: :func:`sketchlinalg.default_budget`;
     :func:`sketchlinalg.jacobian_path`).
 
     Parameters
