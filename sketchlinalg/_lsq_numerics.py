@@ -53,12 +53,14 @@ def safe_dot(xp: Any, a: Array, b: Array) -> float:
     """``a . b`` of finite vectors without overflow in the array arithmetic.
 
     Both are divided by their largest magnitude first; the product of the two scales is a
-    Python float, which becomes ``inf`` silently where the dot product overflows.
+    Python float, which becomes ``inf`` silently where the dot product overflows. A scaled
+    sum of exactly zero gives ``0`` (not ``inf * 0``), whatever the scales.
     """
     sa, sb = max_abs(xp, a), max_abs(xp, b)
     if sa == 0.0 or sb == 0.0:
         return 0.0
-    return sa * sb * float(xp.sum((a / sa) * (b / sb)))
+    scaled = float(xp.sum((a / sa) * (b / sb)))
+    return 0.0 if scaled == 0.0 else sa * sb * scaled
 
 
 def safe_norm(xp: Any, a: Array) -> float:

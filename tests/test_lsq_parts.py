@@ -358,3 +358,10 @@ def test_linear_problem_in_one_step(direction):
     )
     np.testing.assert_allclose(res.x, np.linalg.lstsq(A, b, rcond=None)[0], rtol=1e-8)
     assert res.success and res.nit >= 1 and res.njev == res.nit + 1
+
+
+def test_safe_dot_of_cancelling_huge_vectors_is_zero_not_nan():
+    """``sa * sb`` overflows to inf; the scaled sum is exactly 0: the dot product is 0."""
+    a, b = np.array([1e200, 1e200]), np.array([1e150, -1e150])
+    assert safe_dot(xp, a, b) == 0.0
+    assert safe_dot(xp, a, np.array([1e150, 1e150])) == float("inf")  # a real overflow
