@@ -299,6 +299,9 @@ class SVD(DirectionSolver):
         return d, info
 
     def scale(self, state: SVDState) -> Any:
-        """``s_max^2``."""
+        """``s_max^2`` (``inf``, without an overflow warning, past the dtype's range)."""
         xp = _dispatch.namespace(state.s)
-        return xp.max(state.s) ** 2
+        s_max = xp.max(state.s)
+        limit = math.sqrt(float(xp.finfo(state.s.dtype).max))
+        squared = xp.minimum(s_max, xp.asarray(limit, dtype=s_max.dtype)) ** 2
+        return xp.where(s_max > limit, xp.asarray(math.inf, dtype=s_max.dtype), squared)

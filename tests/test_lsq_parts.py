@@ -365,3 +365,14 @@ def test_safe_dot_of_cancelling_huge_vectors_is_zero_not_nan():
     a, b = np.array([1e200, 1e200]), np.array([1e150, -1e150])
     assert safe_dot(xp, a, b) == 0.0
     assert safe_dot(xp, a, np.array([1e150, 1e150])) == float("inf")  # a real overflow
+
+
+def test_svd_scale_past_the_dtype_range_is_inf_without_a_warning():
+    """``s_max^2`` overflows for ``s_max > sqrt(max)``: ``inf``, and no RuntimeWarning (the
+    suite turns warnings into errors)."""
+    J = xp.asarray(np.diag([1e200, 1.0]))
+    solver = SVD()
+    state = solver.init(J, xp.asarray(np.ones(2)))
+    assert float(solver.scale(state)) == math.inf
+    small = solver.init(xp.asarray(np.diag([3.0, 1.0])), xp.asarray(np.ones(2)))
+    assert float(solver.scale(small)) == 9.0
