@@ -6,7 +6,8 @@ imports a framework itself.
 
 Operators
     :class:`LinearOperator`, :class:`FunctionOperator`, :func:`aslinearoperator`,
-    :func:`gram` (``J^T W J``), :func:`kernel` (``J W J^T``).
+    :func:`gram` (``J^T W J``), :func:`kernel` (``J W J^T``); :class:`SparseOperator`
+    (sparse matrices of :data:`SPARSE_LIBRARIES`: scipy, CuPy, torch).
 Randomness
     :class:`Sampler`, :class:`DefaultSampler`, :class:`PortableSampler`,
     :func:`as_sampler`, :func:`sketch_matrix`.
@@ -15,7 +16,8 @@ Low-rank approximation
     :func:`adaptive_nystrom`.
 Direction solvers (``init`` once, ``solve`` for any damping)
     :class:`Dense`, :class:`Woodbury`, :class:`SVD`, :class:`Nystrom`,
-    :class:`KernelNystrom`, :class:`NystromPCG`, :class:`Auto`, :func:`make_solver`,
+    :class:`KernelNystrom`, :class:`NystromPCG`, :class:`SparseDirect`, :class:`Auto`,
+    :func:`make_solver`,
     :func:`choose_method`; the one-call :func:`natural_gradient_direction` and
     :func:`spring_direction`; :func:`pcg`, :func:`nystrom_preconditioner`.
 Status vocabulary
@@ -78,6 +80,8 @@ from ._sketch import SKETCH_KINDS, sketch_matrix
 from ._sketched import KernelNystrom, Nystrom, NystromPCG
 from ._solver_base import DirectionInfo, DirectionSolver
 from ._solvers import Auto, choose_method, make_solver
+from ._sparse import SPARSE_LIBRARIES, SparseOperator
+from ._sparse_direct import SparseDirect
 from ._status import Method, Status, status_message
 from ._step import (
     OPTIMIZERS,
@@ -100,6 +104,7 @@ __all__ = [
     "METHODS",
     "OPTIMIZERS",
     "PATHS",
+    "SPARSE_LIBRARIES",
     "SPRING_MOMENTUM",
     "SKETCH_KINDS",
     "SVD",
@@ -126,6 +131,8 @@ __all__ = [
     "PINNSystem",
     "PortableSampler",
     "Sampler",
+    "SparseDirect",
+    "SparseOperator",
     "Status",
     "StepEngine",
     "StepInfo",

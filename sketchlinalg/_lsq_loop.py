@@ -48,6 +48,7 @@ from ._lsq_report import LeastSquaresIteration, Reporter
 from ._operator import LinearOperator
 from ._solver_base import DEFAULT_RANK, DirectionSolver
 from ._solvers import choose_method, make_solver, solver_options
+from ._sparse import SparseOperator
 from ._status import Status
 
 __all__ = [
@@ -75,6 +76,11 @@ STATUS_MESSAGES = {
 # A trial step is accepted when the actual reduction of the cost is at least this fraction
 # of the reduction the linear model predicts (More 1978 uses 1e-4).
 ACCEPT_RATIO = 1e-4
+
+# Nystrom-PCG's iteration cap for a sparse Jacobian (unless direction_options sets one):
+# each iteration is two sparse products, O(nnz(J)); the default cap of the dense path (100)
+# left Levenberg-Marquardt with inexact steps on a 2-D PDE (benchmarks/lsq_sparse.py).
+SPARSE_PCG_MAXITER = 2000
 
 
 class Settings(NamedTuple):
@@ -126,6 +132,9 @@ class _Iterate:
     # trial points with non-finite residuals: in all, and since the last acceptance
     nonfinite_trials: int = 0
     nonfinite_streak: int = 0
+    # trial directions the solver did not converge for (PCG at maxiter), the last message
+    inexact_trials: int = 0
+    inexact_detail: str = ""
     used_direction: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -166,10 +175,14 @@ def resolve_direction(
     shape: tuple[int, int],
     dtype: Any,
     xp: Any,
+    J_op: LinearOperator | None = None,
 ) -> str:
-    """``"auto"``: :func:`choose_method`, with ``"svd"`` for its exact choices on arrays."""
+    """``"auto"``: :func:`choose_method`, with ``"svd"`` for its exact choices on arrays;
+    for a sparse ``J``, ``"sparse-direct"`` (scipy) or ``"nystrom-pcg"`` (CuPy, torch)."""
     if direction != "auto":
         return direction
+    if isinstance(J_op, SparseOperator):
+        return "sparse-direct" if J_op.library == "scipy" else "nystrom-pcg"
     m, n = shape
     rank = opts.get("rank")
     method, _ = choose_method(
@@ -202,9 +215,11 @@ def _fnorm(cfg: Settings, state: _Iterate) -> float:
 
 
 def _finite_jacobian(xp: Any, state: _Iterate) -> bool:
-    return bool(xp.all(xp.isfinite(state.g))) and (
-        state.Jd is None or bool(xp.all(xp.isfinite(state.Jd)))
-    )
+    if not bool(xp.all(xp.isfinite(state.g))):
+        return False
+    if isinstance(state.J_op, SparseOperator):
+        return state.J_op.all_finite()
+    return state.Jd is None or bool(xp.all(xp.isfinite(state.Jd)))
 
 
 def _start(
@@ -221,14 +236,14 @@ def _start(
     # x_scale=None: MINPACK's "jac" (scipy's "lm") for least squares; 1 (scipy's "trf", its
     # method for robust losses) with a robust loss, whose clipped weights shrink the columns
     # of J_w that "jac" would divide by, and so inflate the steps.
-    jac_default = Jd is not None and cfg.robust is None
+    col_norms = column_norms(xp, Jd, J_op)
+    jac_default = col_norms is not None and cfg.robust is None
     scale_mode = "jac" if (cfg.fixed_scale is None and jac_default) else cfg.fixed_scale
-    if isinstance(scale_mode, str) and Jd is None:
+    if isinstance(scale_mode, str) and col_norms is None:
         raise ValueError(
             'x_scale="jac" needs the Jacobian\'s columns, but jac gave a matrix-free operator; '
             "pass x_scale as a float or an array of shape (n,)"
         )
-    col_norms = column_norms(xp, Jd) if Jd is not None else None
     D: Array | None = None
     if isinstance(scale_mode, str):  # "jac"
         assert col_norms is not None
@@ -239,7 +254,10 @@ def _start(
     elif scale_mode is not None and not isinstance(scale_mode, str):
         D = xp.broadcast_to(1.0 / scale_mode, (n,))
     opts = cfg.options
-    method = resolve_direction(cfg.direction, opts, Jd is not None, (m, n), dtype, xp)
+    method = resolve_direction(cfg.direction, opts, Jd is not None, (m, n), dtype, xp, J_op)
+    if method == "nystrom-pcg" and isinstance(J_op, SparseOperator) and "maxiter" not in opts:
+        # a CG iteration on a sparse J costs O(nnz), far below the sketch: let CG converge
+        opts = {**opts, "maxiter": min(n, SPARSE_PCG_MAXITER)}
     solver: DirectionSolver = (
         SVD()
         if method == "svd"
@@ -250,7 +268,7 @@ def _start(
         x_norm0 = safe_norm(xp, x0 if D is None else D * x0)
         control = TrustRegion(TRUST_FACTOR * x_norm0 if x_norm0 > 0 else TRUST_FACTOR)
     else:
-        mu0 = cfg.tau * max_scaled_curvature(xp, Jd, J_op, D, col_norms, cfg.sampler)
+        mu0 = cfg.tau * max_scaled_curvature(xp, J_op, D, col_norms, cfg.sampler)
         control = Nielsen(mu0, cfg.eps)
     state = _Iterate(
         x=x0,
@@ -321,10 +339,9 @@ def _move(
         xp, state.terms, *cfg.jacobian(state.x, state.f_raw)
     )
     state.njev += 1
-    if state.Jd is not None:
-        state.col_norms = column_norms(xp, state.Jd)
-        if isinstance(scale_mode, str):  # "jac"
-            state.D = xp.maximum(state.D, state.col_norms)
+    state.col_norms = column_norms(xp, state.Jd, state.J_op)
+    if state.col_norms is not None and isinstance(scale_mode, str):  # "jac"
+        state.D = xp.maximum(state.D, state.col_norms)
     state.g = gradient(xp, state.Jd, state.J_op, state.f)
 
 
@@ -377,8 +394,7 @@ def run(cfg: Settings, x0: Array, f_raw: Array, terms: LossTerms | None, cost: f
         g_free = g if free is None else xp.where(free, g, xp.zeros_like(g))
         if (
             cfg.gtol is not None
-            and gradient_measure(xp, g_free, _fnorm(cfg, state), state.col_norms, state.Jd)
-            <= cfg.gtol
+            and gradient_measure(xp, g_free, _fnorm(cfg, state), state.col_norms) <= cfg.gtol
         ):
             status = 1
             break
@@ -403,6 +419,9 @@ def run(cfg: Settings, x0: Array, f_raw: Array, terms: LossTerms | None, cost: f
                 d, info = solver.solve(setup, damping=control.mu)
                 state.used_direction, detail = info.method, info.message
                 predicted = float(info.predicted_decrease)
+                if not bool(info.converged) and info.status != Status.NONFINITE:
+                    state.inexact_trials += 1
+                    state.inexact_detail = detail
             if not bool(xp.all(xp.isfinite(d))):
                 notes.append(f"a direction with NaN/Inf was rejected ({detail})")
                 control.reject(math.inf)
@@ -485,6 +504,12 @@ def run(cfg: Settings, x0: Array, f_raw: Array, terms: LossTerms | None, cost: f
             f"{state.nonfinite_trials} trial point(s) had non-finite residuals"
             + ("" if cfg.robust is None else " (or a non-finite robust cost)")
             + " and were rejected (damping increased)"
+        )
+    if state.inexact_trials:
+        notes.append(
+            f"the direction solver did not converge for {state.inexact_trials} trial step(s) "
+            f"(last: {state.inexact_detail}), so those steps were inexact and the run may "
+            "have stopped short of the minimum; raise direction_options maxiter or rank"
         )
     message = STATUS_MESSAGES[status]
     if notes:

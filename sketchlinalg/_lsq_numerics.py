@@ -7,7 +7,8 @@
   the factored form, with no cancellation of two nearly equal costs near a solution.
 * :func:`gradient` ``g = J^T f``, :func:`gradient_measure` (MINPACK's gtol test
   ``max_j |g_j| / (||J e_j|| ||f||)``, the cosines between the columns of ``J`` and
-  ``f``), :func:`column_norms` ``||J e_j||``.
+  ``f``), :func:`column_norms` ``||J e_j||`` (of a dense or a sparse ``J``; unknown for a
+  matrix-free operator).
 * :func:`scaled_jacobian` ``J_s = J D^{-1}`` (columns of variables held on a bound zeroed),
   and :func:`max_scaled_curvature` ``max_j (J_s^T J_s)_jj`` for the initial damping
   ``mu_0 = tau max_j (J_s^T J_s)_jj`` (a power-iteration estimate of ``||J_s||_2^2`` when
@@ -20,6 +21,7 @@ import math
 from typing import Any
 
 from ._operator import FunctionOperator, LinearOperator
+from ._sparse import SparseOperator
 
 __all__ = [
     "column_norms",
@@ -83,21 +85,25 @@ def cost_reduction(xp: Any, f: Array, f_new: Array) -> float:
     return 0.5 * s * s * float(xp.sum((a - b) * (a + b)))
 
 
-def column_norms(xp: Any, J: Array) -> Array:
-    return xp.linalg.vector_norm(J, axis=0)
+def column_norms(xp: Any, Jd: Array | None, J_op: LinearOperator) -> Array | None:
+    """``||J e_j||`` of a dense (``Jd``) or sparse ``J``; ``None`` when matrix-free."""
+    if Jd is not None:
+        return xp.linalg.vector_norm(Jd, axis=0)
+    if isinstance(J_op, SparseOperator):
+        return J_op.column_norms()
+    return None
 
 
 def gradient(xp: Any, Jd: Array | None, J_op: LinearOperator, f: Array) -> Array:
     return Jd.T @ f if Jd is not None else J_op.rmatvec(f)
 
 
-def gradient_measure(
-    xp: Any, g: Array, fnorm: float, col_norms: Array | None, Jd: Array | None
-) -> float:
-    """MINPACK's ``max_j |g_j| / (||J e_j|| ||f||)`` (or ``||g||_inf`` when matrix-free)."""
+def gradient_measure(xp: Any, g: Array, fnorm: float, col_norms: Array | None) -> float:
+    """MINPACK's ``max_j |g_j| / (||J e_j|| ||f||)`` (or ``||g||_inf`` when the column
+    norms are unknown: a matrix-free ``J``)."""
     if fnorm == 0.0:
         return 0.0
-    if Jd is None or col_norms is None:
+    if col_norms is None:
         return float(xp.max(xp.abs(g)))
     safe = xp.where(col_norms > 0, col_norms, xp.ones_like(col_norms))
     cosines = xp.where(col_norms > 0, xp.abs(g) / safe, xp.zeros_like(g))
@@ -107,14 +113,17 @@ def gradient_measure(
 def scaled_jacobian(
     xp: Any, Jd: Array | None, J_op: LinearOperator, D: Array | None, free: Array | None = None
 ) -> Array | LinearOperator:
-    """``J D^{-1}`` as an array (materialized) or an operator (matrix-free); with ``free``
-    (bounds), the columns of the fixed variables zeroed."""
+    """``J D^{-1}`` as an array (materialized), a sparse operator (same pattern) or an
+    operator (matrix-free); with ``free`` (bounds), the columns of the fixed variables
+    zeroed."""
     if free is not None:
         ones = xp.ones(free.shape, dtype=J_op.dtype, device=J_op.device)
         keep = xp.where(free, ones, xp.zeros_like(ones))
         D_free = keep if D is None else keep / D
         if Jd is not None:
             return Jd * D_free[None, :]
+        if isinstance(J_op, SparseOperator):
+            return J_op.scale(columns=D_free)
         return FunctionOperator(
             lambda X: J_op.matmat(D_free[:, None] * X),
             lambda Y: D_free[:, None] * J_op.rmatmat(Y),
@@ -128,6 +137,8 @@ def scaled_jacobian(
     if D is None:
         return J_op
     inv = 1.0 / D
+    if isinstance(J_op, SparseOperator):
+        return J_op.scale(columns=inv)
     return FunctionOperator(
         lambda X: J_op.matmat(inv[:, None] * X),
         lambda Y: inv[:, None] * J_op.rmatmat(Y),
@@ -139,15 +150,11 @@ def scaled_jacobian(
 
 
 def max_scaled_curvature(
-    xp: Any,
-    Jd: Array | None,
-    J_op: LinearOperator,
-    D: Array | None,
-    col_norms: Array | None,
-    sampler: Any,
+    xp: Any, J_op: LinearOperator, D: Array | None, col_norms: Array | None, sampler: Any
 ) -> float:
-    """``max_j (J_s^T J_s)_jj`` (materialized), else a power estimate of ``||J_s||_2^2``."""
-    if Jd is not None and col_norms is not None:
+    """``max_j (J_s^T J_s)_jj`` from the column norms (dense or sparse ``J``), else a
+    power estimate of ``||J_s||_2^2`` (matrix-free)."""
+    if col_norms is not None:
         scaled = col_norms if D is None else col_norms / D
         return float(xp.max(scaled)) ** 2
     Js = scaled_jacobian(xp, None, J_op, D)

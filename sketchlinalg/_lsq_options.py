@@ -175,7 +175,7 @@ def check_bounds(bounds: Any, xp: Any, x0: Array) -> tuple[Array, Array] | None:
     return lower, upper
 
 
-def check_scipy_only(tr_solver: Any, tr_options: Any, jac_sparsity: Any, workers: Any) -> None:
+def check_scipy_only(tr_solver: Any, tr_options: Any, workers: Any) -> None:
     """scipy's keywords of the trust-region solvers and the finite differences that have
     another name here (``direction``, ``direction_options``) or no counterpart."""
     if tr_solver is not None:
@@ -203,13 +203,6 @@ def check_scipy_only(tr_solver: Any, tr_options: Any, jac_sparsity: Any, workers
                 "and are not supported; pass the direction solver's options as "
                 "direction_options (e.g. rank, rtol, maxiter for direction='nystrom-pcg')"
             )
-    if jac_sparsity is not None:
-        raise ValueError(
-            "jac_sparsity is not supported: finite differences here are dense (n evaluations "
-            "of fun per Jacobian); give jac as a callable returning the Jacobian, or a "
-            "sketchlinalg.LinearOperator of its products (matrix-free, used by the sketched "
-            "directions without materializing J)"
-        )
     if workers is not None:
         raise ValueError(
             "workers is not supported: finite-difference Jacobians are evaluated in this "

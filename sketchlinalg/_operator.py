@@ -347,8 +347,9 @@ def aslinearoperator(
 
     Parameters
     ----------
-    A : array or LinearOperator
-        A 2-D real floating array (numpy, torch, jax, cupy, array-api-strict, ...), or an
+    A : array, sparse matrix or LinearOperator
+        A 2-D real floating array (numpy, torch, jax, cupy, array-api-strict, ...), a sparse
+        matrix of scipy, CuPy or torch (a :class:`SparseOperator`, never densified), or an
         operator, which is returned unchanged unless new tags are asked for.
     symmetric, psd : bool
         Tags to attach. The caller asserts them; they are not checked numerically.
@@ -372,7 +373,12 @@ def as_operator(
     A: Array | LinearOperator, name: str, *, symmetric: bool = False, psd: bool = False
 ) -> LinearOperator:
     """:func:`aslinearoperator` for an entry point whose argument is called ``name``: every
-    message names it (``J must be 2-D ...``, ``J's dtype float16 is not supported ...``)."""
+    message names it (``J must be 2-D ...``, ``J's dtype float16 is not supported ...``).
+    A sparse matrix (scipy, CuPy or torch) becomes a :class:`SparseOperator`."""
+    from ._sparse import SparseOperator, sparse_library  # _sparse builds on this module
+
+    if sparse_library(A) is not None:
+        A = SparseOperator(A, name)
     if isinstance(A, LinearOperator):
         if (psd and not A.is_psd) or (symmetric and not A.is_symmetric):
             return FunctionOperator(

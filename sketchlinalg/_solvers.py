@@ -19,6 +19,8 @@ from ._solver_base import (
     _check_system,
     _set,
 )
+from ._sparse import SparseOperator
+from ._sparse_direct import SparseDirect
 from ._status import Method
 from ._validation import check_int, check_nonnegative
 
@@ -138,7 +140,8 @@ def choose_method(
 @dataclass(frozen=True)
 class Auto(DirectionSolver):
     """:func:`choose_method`'s pick among the accurate methods (woodbury, dense,
-    nystrom-pcg), made in :meth:`init` from the shapes; the state carries the choice.
+    nystrom-pcg), made in :meth:`init` from the shapes; the state carries the choice. A
+    ``scipy.sparse`` ``J`` skips the cost model: :class:`SparseDirect` (exact, never dense).
 
     Parameters
     ----------
@@ -167,6 +170,14 @@ class Auto(DirectionSolver):
         """Choose by :func:`choose_method`, then the chosen solver's ``init``."""
         J, xp = _check_system(J, r)
         N, P = J.shape
+        solver: DirectionSolver
+        if isinstance(J, SparseOperator) and J.library == "scipy":
+            solver = SparseDirect()
+            reason = (
+                "auto: sparse-direct, exact (J is a scipy.sparse matrix: SuperLU of the "
+                "sparse J^T J + mu I)"
+            )
+            return AutoState(solver, solver.init(J, r, seed=seed), reason)
         method, reason = choose_method(
             N,
             P,
@@ -179,7 +190,6 @@ class Auto(DirectionSolver):
             ),
             materialized=J.is_materialized,
         )
-        solver: DirectionSolver
         if method == "nystrom-pcg":
             rank = None if self.rank is None else min(self.rank, P)
             solver = NystromPCG(rank=rank, rtol=self.rtol, maxiter=self.maxiter)
@@ -222,6 +232,7 @@ _SOLVERS: dict[str, type[DirectionSolver]] = {
     Method.NYSTROM_PCG.value: NystromPCG,
     Method.KERNEL_NYSTROM.value: KernelNystrom,
     Method.SVD.value: SVD,
+    SparseDirect.method: SparseDirect,  # sparse J only: not among METHODS
 }
 
 

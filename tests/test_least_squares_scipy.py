@@ -478,7 +478,9 @@ KEYWORDS = {
     ],
     "jac_sparsity": [
         ({"jac_sparsity": None}, None),
-        ({"jac_sparsity": np.ones((T.size, 3))}, (ValueError, "LinearOperator")),
+        ({"jac": "2-point", "jac_sparsity": np.ones((T.size, 3))}, None),
+        ({"jac_sparsity": np.ones((T.size, 3))}, (ValueError, "jac_sparsity is the pattern")),
+        ({"jac": "2-point", "jac_sparsity": np.ones((3, 3))}, (ValueError, "jac_sparsity has")),
     ],
     "max_nfev": [({"max_nfev": 500}, None), ({"max_nfev": 0}, (ValueError, "max_nfev"))],
     "verbose": [({"verbose": 0}, None), ({"verbose": 3}, (ValueError, "verbose"))],
