@@ -368,7 +368,7 @@ def test_nonfinite_residuals_at_x0():
         ({"jac": "cs"}, ValueError, "complex"),
         ({"jac": np.ones((3, 2))}, ValueError, r"shape \(3, 2\)"),
         ({"jac": lambda x: np.ones((2, 3))}, ValueError, r"expected \(m, n\) = \(2, 2\)"),
-        ({"jac": lambda x: [[1.0, 0.0]]}, TypeError, "array or a LinearOperator"),
+        ({"jac": lambda x: [[1.0, 0.0]]}, TypeError, "a sparse matrix or a LinearOperator"),
         ({"direction": "qr"}, ValueError, "direction"),
         ({"direction_options": {"ranks": 2}}, TypeError, "ranks"),
         ({"ftol": -1.0}, ValueError, "ftol"),
