@@ -236,17 +236,22 @@ def dynamic_slice(xp: Any, x: Array, start: Any, size: int) -> Array:
     return x[start : start + size, ...]
 
 
-def set_rows(xp: Any, x: Array, start: Any, block: Array) -> Array:
-    """``x`` with rows ``start : start + len(block)`` replaced by ``block``.
+def set_rows(xp: Any, x: Array, start: Any, block: Array, scale: float = 1.0) -> Array:
+    """``x`` with rows ``start : start + len(block)`` replaced by ``scale * block``.
 
     In place for mutable arrays (NumPy, PyTorch, CuPy: no copy of ``x``, which matters for
-    an ``N x P`` Jacobian); a functional update for JAX (``lax.dynamic_update_slice``,
-    in place inside a compiled loop).
+    an ``N x P`` Jacobian; the scaling writes straight into ``x``, one pass over the block,
+    not a scaled temporary and a copy); a functional update for JAX
+    (``lax.dynamic_update_slice``, in place inside a compiled loop, the scaling fused).
     """
     if backend_name(xp) == "jax":
         lax = _module("jax").lax
-        return lax.dynamic_update_slice_in_dim(x, block, start, axis=0)
-    x[start : start + block.shape[0], ...] = block
+        return lax.dynamic_update_slice_in_dim(x, scale * block, start, axis=0)
+    rows = x[start : start + block.shape[0], ...]
+    if backend_name(xp) == "torch":
+        _module("torch").mul(block, scale, out=rows)
+    else:
+        rows[...] = block if scale == 1.0 else scale * block
     return x
 
 

@@ -380,8 +380,9 @@ def build_pinn_system(
 
     # Rows are written into one preallocated N x P matrix (not concatenated at the end):
     # the peak is J plus one chunk of per-point gradients, not J twice.
-    M = xp.zeros((N, P), dtype=like.dtype, device=device) if out is None else out
-    r = xp.zeros((N,), dtype=like.dtype, device=device)
+    # (empty: every row is written below; zeros would be one more pass over N x P)
+    M = xp.empty((N, P), dtype=like.dtype, device=device) if out is None else out
+    r = xp.empty((N,), dtype=like.dtype, device=device)
     offset = 0
     for k, t in enumerate(terms):
         n = int(t.points.shape[0])
@@ -406,8 +407,8 @@ def build_pinn_system(
                     f"terms[{k}].residual must return a scalar per point: got rows of shape "
                     f"{tuple(values.shape)} and gradients {tuple(grads.shape)} for {c} points"
                 )
-            r = _dispatch.set_rows(xp, r, offset + start, scale * values)
-            return r, _dispatch.set_rows(xp, M, offset + start, scale * grads)
+            r = _dispatch.set_rows(xp, r, offset + start, values, scale)
+            return r, _dispatch.set_rows(xp, M, offset + start, grads, scale)
 
         # the last chunk overlaps the one before, so every chunk has c points
         chunks = math.ceil(n / c)

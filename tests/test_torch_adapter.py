@@ -315,7 +315,7 @@ def test_laplacian_methods_agree_under_a_parameter_derivative():
         return slt.laplacian(u, x, method=method)
 
     ref = torch.func.grad(row)(params, "rev_over_rev")
-    for method in slt.LAPLACIAN_METHODS[1:]:
+    for method in [m for m in slt.LAPLACIAN_METHODS if m != "rev_over_rev"]:
         got = torch.func.grad(row)(params, method)
         for k in ref:
             torch.testing.assert_close(got[k], ref[k], rtol=1e-12, atol=1e-12)

@@ -3,21 +3,27 @@
 Each PINN residual row is differentiated once more, in the parameters, to build the
 Jacobian, so the formulation of the Laplacian sets the cost of a step.
 ``benchmarks/jax_diffops.py`` measures the formulations below under ``vmap`` over points and
-``grad`` in the parameters; :func:`laplacian` defaults to the fastest measured one.
+``grad`` in the parameters; :func:`laplacian` defaults to the fastest measured one, the
+forward Laplacian (``_forward_laplacian.py``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+from ._forward_laplacian import Unsupported, forward_laplacian
+
 __all__ = ["LAPLACIAN_METHODS", "divergence", "gradient", "laplacian", "time_derivative"]
 
 Scalar = Callable[[jax.Array], jax.Array]
 
-LAPLACIAN_METHODS = ("hessian_trace", "fwd_over_rev", "fwd_over_fwd")
+LAPLACIAN_METHODS = ("forward", "hessian_trace", "fwd_over_rev", "fwd_over_fwd")
+
+_reported: set[str] = set()  # primitives the forward Laplacian fell back on, warned once
 
 
 def gradient(u: Scalar, x: jax.Array) -> jax.Array:
@@ -37,19 +43,38 @@ def divergence(v: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
     return jnp.sum(jax.vmap(lambda e: jax.jvp(v, (x,), (e,))[1] @ e)(basis))
 
 
-def laplacian(u: Scalar, x: jax.Array, *, method: str = "hessian_trace") -> jax.Array:
+def laplacian(u: Scalar, x: jax.Array, *, method: str = "forward") -> jax.Array:
     """Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point ``x`` of shape (d,).
 
     Methods (measured by ``benchmarks/jax_diffops.py`` under ``vmap`` over points and
     ``grad`` in the parameters):
 
+    * ``"forward"`` (the default): the forward Laplacian (Li et al. 2024): ``u`` is traced
+      once and its value, gradient and Laplacian are carried forward together, ``d + 2``
+      channels in one pass, so a further gradient in the parameters is reverse over
+      forward only (``benchmarks/results/jax_diffops.md``). A function with an operation
+      the forward rules do not cover (a loop, a conditional, a non-smooth operation of two
+      ``x``-dependent values) takes ``"hessian_trace"`` instead, with a warning naming the
+      operation, once per operation.
     * ``"hessian_trace"``: ``trace(jax.hessian(u)(x))``: the full ``d x d`` Hessian
-      (forward over reverse); the fastest under a further gradient in the parameters for
-      the Poisson 2D network (``benchmarks/results/jax_diffops.md``): the default.
+      (forward over reverse).
     * ``"fwd_over_rev"``: ``e_i^T (d/de_i) grad u``: a JVP of the gradient per basis vector.
     * ``"fwd_over_fwd"``: ``sum_i`` of the second directional derivative along ``e_i``
       by nested JVPs, vmapped over the basis: no reverse pass at all.
     """
+    if method == "forward":
+        try:
+            return forward_laplacian(u, x)
+        except Unsupported as exc:
+            if str(exc) not in _reported:
+                _reported.add(str(exc))
+                warnings.warn(
+                    f"laplacian: {exc}; this function's Laplacian takes the Hessian trace "
+                    "(slower under a gradient in the parameters)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            method = "hessian_trace"
     basis = jnp.eye(x.shape[0], dtype=x.dtype)
     if method == "fwd_over_fwd":
 

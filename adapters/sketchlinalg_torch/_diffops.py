@@ -9,17 +9,22 @@ line search), so the formulation of the Laplacian sets the cost of a step.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
 
+from ._forward_laplacian import Unsupported, forward_laplacian
+
 __all__ = ["LAPLACIAN_METHODS", "divergence", "gradient", "laplacian", "time_derivative"]
 
 Scalar = Callable[[torch.Tensor], torch.Tensor]
 
-LAPLACIAN_METHODS = ("rev_over_rev", "fwd_over_rev", "fwd_over_fwd", "hessian_trace")
-DEFAULT_LAPLACIAN = "rev_over_rev"
+LAPLACIAN_METHODS = ("forward", "rev_over_rev", "fwd_over_rev", "fwd_over_fwd", "hessian_trace")
+DEFAULT_LAPLACIAN = "forward"
+
+_reported: set[str] = set()  # functions the forward Laplacian fell back on, warned once
 
 
 def _check_point(x: torch.Tensor, where: str) -> None:
@@ -85,14 +90,19 @@ def divergence(v: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> to
 def laplacian(u: Scalar, x: torch.Tensor, *, method: str = DEFAULT_LAPLACIAN) -> torch.Tensor:
     r"""Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point.
 
-    Formulations (``benchmarks/torch_diffops.py`` times them on a [2, 64, 64, 1] MLP at
-    900 points; the default had the smallest cost per SNGD step, i.e. materialized
-    per-point Jacobian in the parameters plus the 31-point batched line search, and the
-    fastest plain evaluation; for the Jacobian alone the reverse-mode-based three are
-    within noise of each other):
+    Formulations (``benchmarks/torch_diffops.py`` times them; the default has the smallest
+    cost per natural-gradient step, the materialized per-point Jacobian in the parameters
+    plus the batched line search):
 
-    * ``"rev_over_rev"`` (default): ``trace(jacrev(grad(u))(x))``: the gradient by one
-      reverse pass, then the Hessian rows by ``d`` vmapped vector-Jacobian products.
+    * ``"forward"`` (default): the forward Laplacian (Li et al. 2024): the value, gradient
+      and Laplacian of every intermediate are carried forward together (``d + 2``
+      channels, one pass), so a further gradient in the parameters is reverse over forward
+      only. ``u`` runs on a :class:`~sketchlinalg_torch._forward_laplacian.Jet` in place of
+      ``x``: linear layers, matrix products, arithmetic, the usual activations, indexing,
+      ``stack``/``cat`` and reshapes have rules; a function calling anything else takes
+      ``"rev_over_rev"`` instead, with a warning naming it, once per function.
+    * ``"rev_over_rev"``: ``trace(jacrev(grad(u))(x))``: the gradient by one reverse
+      pass, then the Hessian rows by ``d`` vmapped vector-Jacobian products.
     * ``"fwd_over_rev"``: ``sum_i e_i^T (d/dt) grad u(x + t e_i)``: a JVP of the gradient
       per basis vector, vmapped over the basis.
     * ``"fwd_over_fwd"``: ``sum_i d^2/dt^2 u(x + t e_i)`` by a JVP of a JVP, vmapped over
@@ -120,6 +130,19 @@ def laplacian(u: Scalar, x: torch.Tensor, *, method: str = DEFAULT_LAPLACIAN) ->
     4.0
     """
     _check_point(x, "laplacian")
+    if method == "forward":
+        try:
+            return forward_laplacian(u, x)
+        except Unsupported as exc:
+            if str(exc) not in _reported:
+                _reported.add(str(exc))
+                warnings.warn(
+                    f"laplacian: {exc}; this function's Laplacian takes rev_over_rev "
+                    "(slower under a gradient in the parameters)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            method = "rev_over_rev"
     if method == "fwd_over_fwd":
         basis = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
 
