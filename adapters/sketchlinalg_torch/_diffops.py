@@ -97,7 +97,7 @@ def laplacian(u: Scalar, x: torch.Tensor, *, method: str = DEFAULT_LAPLACIAN) ->
     * ``"forward"`` (default): the forward Laplacian (Li et al. 2024): the value, gradient
       and Laplacian of every intermediate are carried forward together (``d + 2``
       channels, one pass), so a further gradient in the parameters is reverse over forward
-      only. ``u`` runs on a :class:`~sketchlinalg_torch._forward_laplacian.Jet` in place of
+      only. ``u`` runs on a jet (value, gradient, Laplacian) in place of
       ``x``: linear layers, matrix products, arithmetic, the usual activations, indexing,
       ``stack``/``cat`` and reshapes have rules; a function calling anything else takes
       ``"rev_over_rev"`` instead, with a warning naming it, once per function.

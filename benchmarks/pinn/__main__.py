@@ -27,7 +27,7 @@ from typing import Any
 
 from .._common import _clean, machine_info
 from .optimizers import DEFAULT_LIST, OptimizerSpec, parse_optimizers
-from .problems import EXTRA_PROBLEMS, PROBLEMS, make_problem
+from .problems import EXTRA_PROBLEMS, PROBLEMS, make_problem, with_laplacian
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "pinn"
 FRAMEWORKS = ("jax", "torch")
@@ -56,6 +56,7 @@ def run_one(
     beta: float = 1.0,
     dtype: str = "float64",
     device: str = "cpu",
+    laplacian: str | None = None,
 ) -> dict[str, Any]:
     """Train one (problem, framework, optimizer) in this process; return its record.
 
@@ -64,7 +65,7 @@ def run_one(
     """
     from ._run import train
 
-    problem = make_problem(problem_name, beta=beta)
+    problem = with_laplacian(make_problem(problem_name, beta=beta), laplacian)
     if framework == "jax":
         from ._jax import JaxTrainer
 
@@ -113,6 +114,7 @@ def _child(argv: list[str]) -> None:
         beta=job["beta"],
         dtype=job.get("dtype", "float64"),
         device=job.get("device", "cpu"),
+        laplacian=job.get("laplacian"),
     )
     record["peak_rss_scope"] = "process of this run"
     Path(argv[1]).write_text(json.dumps(_clean(record)))
@@ -181,6 +183,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=1.0, help="transport speed (40: hard case)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument(
+        "--laplacian",
+        default=None,
+        help="the adapters' Laplacian method (e.g. forward, hessian_trace, rev_over_rev; "
+        "default: each adapter's default); recorded in problem_settings",
+    )
+    p.add_argument(
         "--device",
         default="cpu",
         help="torch device of the torch runs (cpu, cuda, cuda:1; JAX uses its default device, "
@@ -237,6 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     "dtype": args.dtype,
                     "device": args.device,
                     "threads": args.threads,
+                    "laplacian": args.laplacian,
                 }
                 if in_process:
                     record = run_one(
@@ -249,6 +258,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         beta=args.beta,
                         dtype=args.dtype,
                         device=args.device,
+                        laplacian=args.laplacian,
                     )
                     record["peak_rss_scope"] = "whole process (--in-process)"
                 else:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EXTRA_PROBLEMS", "PROBLEMS", "Problem", "TermSpec", "make_problem"]
+__all__ = ["EXTRA_PROBLEMS", "PROBLEMS", "Problem", "TermSpec", "make_problem", "with_laplacian"]
 
 PI = math.pi
 Residual = Callable[[Any, Any, Callable[[Any], Any], Any], Any]
@@ -436,3 +436,32 @@ def make_problem(name: str, *, beta: float = 1.0) -> Problem:
 def parameter_count(widths: list[int]) -> int:
     """Weights and biases of an MLP with these layer widths."""
     return sum((a + 1) * b for a, b in itertools.pairwise(widths))
+
+
+class _Ops:
+    """An adapter's differential operators with ``laplacian(..., method=method)``."""
+
+    def __init__(self, adapter: Any, method: str) -> None:
+        self._adapter, self._method = adapter, method
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+    def laplacian(self, u: Callable[[Any], Any], x: Any) -> Any:
+        return self._adapter.laplacian(u, x, method=self._method)
+
+
+def with_laplacian(problem: Problem, method: str | None) -> Problem:
+    """``problem`` whose residuals take the Laplacian by ``method`` (one of the adapter's
+    ``LAPLACIAN_METHODS``; ``None``: the adapter's default), for side-by-side runs."""
+    if method is None:
+        return problem
+
+    def wrap(spec: TermSpec) -> TermSpec:
+        def residual(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
+            return spec.residual(m, _Ops(d, method), u, x)
+
+        return dataclasses.replace(spec, residual=residual)
+
+    settings = {**problem.settings, "laplacian": method}
+    return dataclasses.replace(problem, terms=[wrap(t) for t in problem.terms], settings=settings)
