@@ -340,3 +340,25 @@ def test_poisson_example_runs(capsys):
     assert summary["steps"] == 15 and summary["skipped"] == 0
     assert summary["rel_l2"] < 1.0 and summary["n_points"] == 8 * 8 + 4 * 8
     assert "relative L2 error" in capsys.readouterr().out
+
+
+def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
+    """On the host the materialized build runs in blocks of points by default (sized by
+    bytes of rows; shrunk here so that this small system needs several): the same J."""
+    import sketchlinalg._pinn as core_pinn
+
+    model, terms, params = _tiny_pinn()
+    whole = slj.pinn_system(model, params, terms, path="materialized", chunk_size=10_000)
+    loops = []
+    fori_loop = core_pinn._dispatch.fori_loop
+    monkeypatch.setattr(core_pinn, "_HOST_CHUNK_BYTES", 1)
+    monkeypatch.setattr(core_pinn, "_HOST_CHUNK_MIN_POINTS", 3)
+    monkeypatch.setattr(
+        core_pinn._dispatch, "fori_loop", lambda *a: loops.append(a[2]) or fori_loop(*a)
+    )
+    blocks = slj.pinn_system(model, params, terms, path="materialized")
+    assert loops == [4]  # 12 interior points in blocks of 3; the 2 boundary points in one
+    np.testing.assert_allclose(
+        np.asarray(blocks.jacobian.to_dense()), np.asarray(whole.jacobian.to_dense()), rtol=1e-14
+    )
+    np.testing.assert_allclose(np.asarray(blocks.residual), np.asarray(whole.residual), rtol=1e-14)

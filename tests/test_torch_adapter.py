@@ -357,3 +357,27 @@ def test_to_scipy_round_trip_and_eigsh():
         slt.to_scipy(J.to_dense())
     with pytest.raises(TypeError, match="torch products"):
         slt.to_scipy(sl.aslinearoperator(np.eye(2)))
+
+
+def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
+    """The host default splits the materialized build into blocks of points (sized by bytes
+    of rows; shrunk here so that this small system needs several): the same J."""
+    import sketchlinalg._pinn as core_pinn
+
+    net = mlp([2, 6, 5, 1])
+    terms = poisson_terms()
+    params = dict(net.named_parameters())
+    whole = slt.pinn_system(net, params, terms, path="materialized", chunk_size=10_000)
+    monkeypatch.setattr(core_pinn, "_HOST_CHUNK_BYTES", 1)
+    monkeypatch.setattr(core_pinn, "_HOST_CHUNK_MIN_POINTS", 2)
+    seen = []
+    rows = core_pinn._dispatch.set_rows
+    monkeypatch.setattr(
+        core_pinn._dispatch,
+        "set_rows",
+        lambda xp, x, s, b, c=1.0: seen.append(len(b)) or rows(xp, x, s, b, c),
+    )
+    blocks = slt.pinn_system(net, params, terms, path="materialized")
+    assert set(seen) == {2}  # every block holds 2 points (residual and J rows)
+    torch.testing.assert_close(blocks.jacobian.matrix, whole.jacobian.matrix, rtol=1e-14, atol=0)
+    torch.testing.assert_close(blocks.residual, whole.residual, rtol=1e-14, atol=0)
