@@ -43,7 +43,7 @@ from ._common import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _jax_cases(problem: Any) -> dict[str, dict[str, Callable[[], Any]]]:
+def _jax_cases(problem: Any) -> dict[str, dict[str, Callable[..., Any]]]:
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -83,7 +83,7 @@ def _variants(method: str, default: str, n_points: int) -> list[tuple[str, int |
     return out
 
 
-def _torch_cases(problem: Any) -> dict[str, dict[str, Callable[[], Any]]]:
+def _torch_cases(problem: Any) -> dict[str, dict[str, Callable[..., Any]]]:
     import sketchlinalg_torch as slt
     import torch
 
