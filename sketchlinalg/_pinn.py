@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -261,6 +262,35 @@ def check_terms(
             raise ValueError(f"{label}.weight must be a finite number >= 0, got {w!r}")
         out.append(term)
     return out
+
+
+_laplacian_fallbacks: set[str] = set()  # reasons already warned about
+
+
+def laplacian_with_fallback(
+    forward: Callable[[], Array],
+    fallback: Callable[[], Array],
+    name: str,
+    error: type[Exception],
+) -> Array:
+    """An adapter's forward Laplacian, or its ``fallback`` formulation (named ``name``)
+    where the forward rules raise ``error``, with a ``RuntimeWarning`` once per reason.
+
+    Written once for both adapters: the function is traced (or run) at the point, so the
+    failure is a Python exception of that call, never an array value.
+    """
+    try:
+        return forward()
+    except error as exc:
+        if str(exc) not in _laplacian_fallbacks:
+            _laplacian_fallbacks.add(str(exc))
+            warnings.warn(
+                f"laplacian: {exc}; this function's Laplacian takes {name} "
+                "(slower under a gradient in the parameters)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return fallback()
 
 
 def row_scale(term: Term) -> float:

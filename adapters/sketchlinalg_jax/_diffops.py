@@ -9,11 +9,12 @@ forward Laplacian (``_forward_laplacian.py``).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from sketchlinalg._pinn import laplacian_with_fallback
 
 from ._forward_laplacian import Unsupported, forward_laplacian
 
@@ -22,8 +23,6 @@ __all__ = ["LAPLACIAN_METHODS", "divergence", "gradient", "laplacian", "time_der
 Scalar = Callable[[jax.Array], jax.Array]
 
 LAPLACIAN_METHODS = ("forward", "hessian_trace", "fwd_over_rev", "fwd_over_fwd")
-
-_reported: set[str] = set()  # primitives the forward Laplacian fell back on, warned once
 
 
 def gradient(u: Scalar, x: jax.Array) -> jax.Array:
@@ -63,18 +62,12 @@ def laplacian(u: Scalar, x: jax.Array, *, method: str = "forward") -> jax.Array:
       by nested JVPs, vmapped over the basis: no reverse pass at all.
     """
     if method == "forward":
-        try:
-            return forward_laplacian(u, x)
-        except Unsupported as exc:
-            if str(exc) not in _reported:
-                _reported.add(str(exc))
-                warnings.warn(
-                    f"laplacian: {exc}; this function's Laplacian takes the Hessian trace "
-                    "(slower under a gradient in the parameters)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            method = "hessian_trace"
+        return laplacian_with_fallback(
+            lambda: forward_laplacian(u, x),
+            lambda: laplacian(u, x, method="hessian_trace"),
+            "the Hessian trace",
+            Unsupported,
+        )
     basis = jnp.eye(x.shape[0], dtype=x.dtype)
     if method == "fwd_over_fwd":
 

@@ -9,11 +9,12 @@ line search), so the formulation of the Laplacian sets the cost of a step.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
+
+from sketchlinalg._pinn import laplacian_with_fallback
 
 from ._forward_laplacian import Unsupported, forward_laplacian
 
@@ -23,8 +24,6 @@ Scalar = Callable[[torch.Tensor], torch.Tensor]
 
 LAPLACIAN_METHODS = ("forward", "rev_over_rev", "fwd_over_rev", "fwd_over_fwd", "hessian_trace")
 DEFAULT_LAPLACIAN = "forward"
-
-_reported: set[str] = set()  # functions the forward Laplacian fell back on, warned once
 
 
 def _check_point(x: torch.Tensor, where: str) -> None:
@@ -131,18 +130,12 @@ def laplacian(u: Scalar, x: torch.Tensor, *, method: str = DEFAULT_LAPLACIAN) ->
     """
     _check_point(x, "laplacian")
     if method == "forward":
-        try:
-            return forward_laplacian(u, x)
-        except Unsupported as exc:
-            if str(exc) not in _reported:
-                _reported.add(str(exc))
-                warnings.warn(
-                    f"laplacian: {exc}; this function's Laplacian takes rev_over_rev "
-                    "(slower under a gradient in the parameters)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            method = "rev_over_rev"
+        return laplacian_with_fallback(
+            lambda: forward_laplacian(u, x),
+            lambda: laplacian(u, x, method="rev_over_rev"),
+            "rev_over_rev",
+            Unsupported,
+        )
     if method == "fwd_over_fwd":
         basis = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
 
