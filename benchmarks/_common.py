@@ -38,6 +38,7 @@ _ENV_VARS = (
     "MKL_NUM_THREADS",
     "XLA_FLAGS",
     "JAX_ENABLE_X64",
+    "GLIBC_TUNABLES",
 )
 _PACKAGES = (
     "numpy",

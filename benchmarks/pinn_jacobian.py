@@ -7,7 +7,8 @@ P = 10,065, 800 + 200 points, float64) time, through the public entry points:
 * ``jacobian``: ``pinn_system(..., path="materialized")``: the weighted residual and the
   explicit ``N x P`` Jacobian (per-point gradients in the parameters), what every step
   builds, in the default cache-sized blocks of points (the default method also in one block
-  of all points, the build before such blocks);
+  of all points, the build before such blocks); in torch into the last build's matrix
+  (``workspace=``, as the optimizers do; the default method also into a fresh matrix);
 * ``residual``: ``pinn_residual``: one evaluation of the loss, the unit of the line search
   (the grid search evaluates ``k + 2`` of them for a step of ``2^-k``).
 
@@ -106,10 +107,30 @@ def _torch_cases(problem: Any) -> dict[str, dict[str, Callable[..., Any]]]:
             with torch.no_grad():
                 return slt.pinn_residual(model, params, terms)
 
-        for label, chunk in _variants(method, slt.LAPLACIAN_METHODS[0], n_points):
+        variants = _variants(method, slt.LAPLACIAN_METHODS[0], n_points)
+        if method == slt.LAPLACIAN_METHODS[0]:
+            variants.append((f"{method}, fresh matrix", None))
+        for label, chunk in variants:
+            # As the optimizers call it: the last build's matrix is the next one's workspace
+            # (none for "fresh matrix": a new N x P matrix per build, page faults included).
+            kept: dict[str, Any] = {}
 
-            def jacobian(terms: Any = terms, chunk: Any = chunk) -> Any:
-                return slt.pinn_system(model, params, terms, path="materialized", chunk_size=chunk)
+            def jacobian(
+                terms: Any = terms,
+                chunk: Any = chunk,
+                kept: Any = kept,
+                fresh: bool = "fresh" in label,
+            ) -> Any:
+                out = slt.pinn_system(
+                    model,
+                    params,
+                    terms,
+                    path="materialized",
+                    chunk_size=chunk,
+                    workspace=None if fresh else kept.get("J"),
+                )
+                kept["J"] = out.jacobian.to_dense().reshape(-1)
+                return out
 
             cases[label] = {"jacobian": jacobian, "residual": residual}
     return cases
@@ -193,14 +214,17 @@ def _markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['load_after']}; jax {machine.get('versions', {}).get('jax')}, torch "
         f"{machine.get('versions', {}).get('torch')}; {machine.get('date_utc', '')}\n\n"
         '`jacobian`: `pinn_system(..., path="materialized")` (weighted residual and the '
-        "explicit N x P Jacobian), what every natural-gradient step builds; `residual`: "
+        "explicit N x P Jacobian), what every natural-gradient step builds (torch: into the "
+        "last build's matrix, `workspace=`, as the optimizers do; `fresh matrix`: a new one "
+        "per build); `residual`: "
         "`pinn_residual`, one loss evaluation of the line search. Minimum and median of "
         f"{meta['repeats']} repeats interleaved over the methods, first call excluded.\n\n"
         f"{table}\n\n"
-        "For reference (not measured here): the issue's side-by-side run of the public "
-        "rla-pinns code on this problem reported 0.024 s for its Jacobian (forward Laplacian "
-        "plus one backward pass) and 0.31 s for its line search of 32 sequential loss "
-        "evaluations.\n"
+        "For reference: the public rla-pinns code builds no N x P matrix (its kernel is "
+        "formed from layer inputs and output gradients); its forward Laplacian plus one "
+        "backward pass took 0.024 s in the issue's run and 0.032-0.038 s under cProfile in "
+        "`python -m benchmarks.pinn.rla_pinns` "
+        "(`benchmarks/results/pinn/issue21_rla_side_by_side.md`).\n"
     )
 
 

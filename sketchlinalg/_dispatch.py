@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat as _compat
@@ -236,22 +236,33 @@ def dynamic_slice(xp: Any, x: Array, start: Any, size: int) -> Array:
     return x[start : start + size, ...]
 
 
-def set_rows(xp: Any, x: Array, start: Any, block: Array, scale: float = 1.0) -> Array:
-    """``x`` with rows ``start : start + len(block)`` replaced by ``scale * block``.
+def set_rows(
+    xp: Any, x: Array, start: Any, block: Array | Sequence[Array], scale: float = 1.0
+) -> Array:
+    """``x`` with rows ``start : start + c`` replaced by ``scale * block``.
 
-    In place for mutable arrays (NumPy, PyTorch, CuPy: no copy of ``x``, which matters for
-    an ``N x P`` Jacobian; the scaling writes straight into ``x``, one pass over the block,
-    not a scaled temporary and a copy); a functional update for JAX
-    (``lax.dynamic_update_slice``, in place inside a compiled loop, the scaling fused).
+    ``block`` is a ``(c, ...)`` array or a sequence of ``(c, k_j)`` column blocks of a 2-D
+    ``x`` (``sum k_j`` its columns), written side by side: the per-parameter gradients of an
+    adapter go into their columns without a concatenated copy. In place for mutable arrays
+    (NumPy, PyTorch, CuPy: no copy of ``x``, which matters for an ``N x P`` Jacobian; the
+    scaling writes straight into ``x``, one pass over the block, not a scaled temporary and
+    a copy); a functional update for JAX (``lax.dynamic_update_slice``, in place inside a
+    compiled loop, the scaling fused).
     """
+    blocks: list[Array] = list(block) if isinstance(block, (list, tuple)) else [block]
     if backend_name(xp) == "jax":
         lax = _module("jax").lax
-        return lax.dynamic_update_slice_in_dim(x, scale * block, start, axis=0)
-    rows = x[start : start + block.shape[0], ...]
-    if backend_name(xp) == "torch":
-        _module("torch").mul(block, scale, out=rows)
-    else:
-        rows[...] = block if scale == 1.0 else scale * block
+        whole = blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1)
+        return lax.dynamic_update_slice_in_dim(x, scale * whole, start, axis=0)
+    rows = x[start : start + blocks[0].shape[0], ...]
+    col = 0
+    for b in blocks:
+        target = rows if len(blocks) == 1 else rows[:, col : col + b.shape[1]]
+        col += b.shape[1] if len(blocks) > 1 else 0
+        if backend_name(xp) == "torch":
+            _module("torch").mul(b, scale, out=target)
+        else:
+            target[...] = b if scale == 1.0 else scale * b
     return x
 
 

@@ -358,13 +358,14 @@ def build_pinn_system(
     terms: Sequence[Term],
     *,
     like: Array,
-    rows: Callable[[int, Array], tuple[Array, Array]],
+    rows: Callable[[int, Array], tuple[Array, Array | Sequence[Array]]],
     matrix_free: Callable[[], tuple[Array, JacobianOperator]],
     unflatten: Callable[[Array], Any] | None = None,
     path: str = "auto",
     memory_budget: int | None = None,
     chunk_size: int | None = None,
     out: Array | None = None,
+    workspace: Array | None = None,
 ) -> PINNSystem:
     """Residual and Jacobian of a PINN from an adapter's per-point kernels.
 
@@ -375,8 +376,10 @@ def build_pinn_system(
     like : array of shape (P,)
         The flat parameters (namespace, dtype, device and ``P``).
     rows : callable
-        ``rows(k, points) -> (values (c,), grads (c, P))``: term ``k``'s unweighted residual
-        at ``c`` points and its gradients in the flat parameters.
+        ``rows(k, points) -> (values (c,), grads)``: term ``k``'s unweighted residual at
+        ``c`` points and its gradients in the flat parameters, ``grads`` of shape ``(c, P)``
+        or a sequence of ``(c, P_j)`` column blocks with ``sum P_j = P`` (one per parameter
+        tensor, written into their columns of ``J`` as they are: no concatenated copy).
     matrix_free : callable
         ``() -> (r, J)``: the matrix-free residual and operator.
     unflatten : callable, optional
@@ -394,6 +397,14 @@ def build_pinn_system(
     out : array of shape (N, P), optional
         A mutable buffer (not JAX) that receives ``J``; reused every step, it saves the
         allocation of an ``N x P`` matrix per step. Implies the materialized path.
+    workspace : array, optional
+        A mutable (not JAX) contiguous 1-D array: on the materialized path ``J`` is written
+        into its first ``N P`` elements when it has that many, of the parameters' dtype and
+        device; otherwise a new matrix is allocated (keep the returned matrix as the next
+        workspace). Unlike ``out`` it takes any ``N``: what an optimizer keeps from step to
+        step when the points change. A fresh ``N x P`` matrix costs a page fault per 4 KiB
+        on first touch (measured on Poisson 5D, torch, N P = 10^7: 50 ms of system time
+        per build, a third of the build; ``python -m benchmarks.pinn_jacobian``).
 
     Returns
     -------
@@ -410,6 +421,8 @@ def build_pinn_system(
     if out is not None:
         _check_out(out, xp, (N, P), like, path)
         path = "materialized"
+    if workspace is not None:
+        _check_workspace(workspace, xp)
     if path == "auto":
         itemsize = 4 if like.dtype == xp.float32 else 8
         budget = default_budget(like) if memory_budget is None else memory_budget
@@ -421,6 +434,8 @@ def build_pinn_system(
     # Rows are written into one preallocated N x P matrix (not concatenated at the end):
     # the peak is J plus one chunk of per-point gradients, not J twice.
     # (empty: every row is written below; zeros would be one more pass over N x P)
+    if out is None and workspace is not None and _fits(workspace, N * P, like):
+        out = xp.reshape(workspace[: N * P], (N, P))
     M = xp.empty((N, P), dtype=like.dtype, device=device) if out is None else out
     r = xp.empty((N,), dtype=like.dtype, device=device)
     if chunk_size is None and _dispatch.free_device_memory(like) is None:  # the host
@@ -445,13 +460,20 @@ def build_pinn_system(
             r, M = carry
             start = min(i * c, n - c) if isinstance(i, int) else xp.minimum(i * c, n - c)
             values, grads = rows(k, _dispatch.dynamic_slice(xp, t.points, start, c))
-            if tuple(values.shape) != (c,) or tuple(grads.shape) != (c, P):
+            blocks: list[Array] = list(grads) if isinstance(grads, (list, tuple)) else [grads]
+            shapes = [tuple(g.shape) for g in blocks]
+            if (
+                tuple(values.shape) != (c,)
+                or any(len(s) != 2 or s[0] != c for s in shapes)
+                or sum(s[1] for s in shapes) != P
+            ):
                 raise ValueError(
                     f"terms[{k}].residual must return a scalar per point: got rows of shape "
-                    f"{tuple(values.shape)} and gradients {tuple(grads.shape)} for {c} points"
+                    f"{tuple(values.shape)} and gradients {shapes} for {c} points and "
+                    f"{P} parameters"
                 )
             r = _dispatch.set_rows(xp, r, offset + start, values, scale)
-            return r, _dispatch.set_rows(xp, M, offset + start, grads, scale)
+            return r, _dispatch.set_rows(xp, M, offset + start, blocks, scale)
 
         # the last chunk overlaps the one before, so every chunk has c points
         chunks = math.ceil(n / c)
@@ -460,6 +482,33 @@ def build_pinn_system(
         )
         offset += n
     return PINNSystem(r, JacobianOperator.from_matrix(M, unflatten=unflatten), "materialized")
+
+
+def _check_workspace(workspace: Any, xp: Any) -> None:
+    if _dispatch.backend_name(xp) == "jax":
+        raise TypeError("pinn_system: workspace= needs a mutable array; JAX arrays are immutable")
+    if not (_dispatch.is_array(workspace) and workspace.ndim == 1 and _contiguous(workspace)):
+        got = (
+            f"shape {tuple(workspace.shape)}"
+            if _dispatch.is_array(workspace)
+            else type(workspace).__name__
+        )
+        raise ValueError(f"pinn_system: workspace must be a contiguous 1-D array; got {got}")
+
+
+def _contiguous(a: Any) -> bool:
+    if hasattr(a, "is_contiguous"):  # torch
+        return bool(a.is_contiguous())
+    flags = getattr(a, "flags", None)  # NumPy, CuPy
+    return True if flags is None else bool(flags["C_CONTIGUOUS"])
+
+
+def _fits(workspace: Any, size: int, like: Array) -> bool:
+    return (
+        int(workspace.shape[0]) >= size
+        and workspace.dtype == like.dtype
+        and _dispatch.device_of(workspace) == _dispatch.device_of(like)
+    )
 
 
 def _check_out(out: Any, xp: Any, shape: tuple[int, int], like: Array, path: str) -> None:

@@ -196,6 +196,27 @@ def test_pinn_system_writes_into_a_given_buffer():
         slt.pinn_system(net, None, terms, path="matrix-free", out=buf)
 
 
+def test_pinn_system_reuses_a_large_enough_workspace():
+    """``workspace=``: J is a view of its first N P elements when it has that many (any N),
+    a new matrix otherwise; the values are those of a fresh build; bad workspaces raise."""
+    net = mlp([2, 6, 5, 1])
+    terms = poisson_terms()
+    ref = slt.pinn_system(net, None, terms, path="materialized").jacobian.matrix
+    big = torch.full((11 * 59 + 7,), float("nan"), dtype=F64)
+    _, J, _ = slt.pinn_system(net, None, terms, path="materialized", workspace=big)
+    assert J.matrix.data_ptr() == big.data_ptr() and J.matrix.shape == (11, 59)
+    torch.testing.assert_close(J.matrix, ref, rtol=0, atol=0)
+    assert torch.isnan(big[11 * 59 :]).all()  # the tail is left alone
+    for unusable in (torch.empty(11 * 59 - 1, dtype=F64), big.to(torch.float32)):
+        _, J, _ = slt.pinn_system(net, None, terms, path="materialized", workspace=unusable)
+        assert J.matrix.data_ptr() != unusable.data_ptr()
+        torch.testing.assert_close(J.matrix, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="workspace must be a contiguous 1-D array; got shape"):
+        slt.pinn_system(net, None, terms, workspace=torch.empty(11, 59, dtype=F64))
+    with pytest.raises(ValueError, match="workspace must be a contiguous 1-D array"):
+        slt.pinn_system(net, None, terms, workspace=big[::2])
+
+
 def test_pinn_rows_are_weighted_by_measure_over_count():
     net = mlp([2, 4, 1])
     terms = poisson_terms(n_int=9, n_bdry=4)
@@ -359,6 +380,11 @@ def test_to_scipy_round_trip_and_eigsh():
         slt.to_scipy(sl.aslinearoperator(np.eye(2)))
 
 
+def _points(block):
+    """Points in a block of residual values or of gradient column blocks."""
+    return int(block[0].shape[0]) if isinstance(block, list) else len(block)
+
+
 def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
     """The host default splits the materialized build into blocks of points (sized by bytes
     of rows; shrunk here so that this small system needs several): the same J."""
@@ -375,7 +401,7 @@ def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
     monkeypatch.setattr(
         core_pinn._dispatch,
         "set_rows",
-        lambda xp, x, s, b, c=1.0: seen.append(len(b)) or rows(xp, x, s, b, c),
+        lambda xp, x, s, b, c=1.0: seen.append(_points(b)) or rows(xp, x, s, b, c),
     )
     blocks = slt.pinn_system(net, params, terms, path="materialized")
     assert set(seen) == {2}  # every block holds 2 points (residual and J rows)

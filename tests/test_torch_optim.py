@@ -113,6 +113,47 @@ def test_optimizers_train_a_tiny_pinn(name):
     assert loss_of(residual_fn, net) < 0.5 * start
 
 
+def test_optimizer_passes_the_last_jacobian_back_as_workspace():
+    """A system_fn taking ``workspace=`` gets the last step's matrix: no N x P allocation
+    per step; when the points grow in number a new matrix is built (and kept), and the
+    steps are bit-identical to a run whose system_fn takes no workspace."""
+    net, system_fn, _ = pinn_1d()
+    twin = copy.deepcopy(net)
+    terms = system_fn.keywords["terms"]
+    more = [torch.rand(20, 1, dtype=F64), terms[1].points]  # 22 rows instead of 18
+    calls = []  # (workspace passed, storage of the J built)
+
+    def with_workspace(p, workspace=None, points=None):
+        out = slt.pinn_system(net, p, terms, workspace=workspace, points=points)
+        calls.append(
+            (None if workspace is None else workspace.data_ptr(), out.jacobian.matrix.data_ptr())
+        )
+        return out
+
+    def without(p, points=None):
+        return slt.pinn_system(twin, p, terms, points=points)
+
+    runs = [
+        slt.SNGD(
+            m.named_parameters(),
+            fn,
+            rank=10,
+            damping=1e-6,
+            residual_fn=functools.partial(slt.pinn_residual, m, terms=terms),
+        )
+        for m, fn in ((net, with_workspace), (twin, without))
+    ]
+    for points in (None, None, more, None):
+        for opt in runs:
+            opt.step(points=points)
+    (p0, j0), (p1, j1), (p2, j2), (p3, j3) = calls
+    assert p0 is None and p1 == j0 and j1 == j0  # the first matrix is reused
+    assert p2 == j0 and j2 != j0  # too small for 22 rows: a new one
+    assert p3 == j2 and j3 == j2  # which is kept and reused for 18 rows
+    for (k, a), b in zip(net.named_parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b), k
+
+
 def test_float32_works():
     net, residual = regression(dtype=torch.float32)
     start = loss_of(residual, net)

@@ -42,9 +42,13 @@ class _Layout:
         """Dict of tensors of the layout's shapes -> vector ``(P,)``."""
         return torch.cat([tensors[n].reshape(-1) for n in self.names])
 
+    def column_blocks(self, tensors: Mapping[Any, torch.Tensor]) -> list[torch.Tensor]:
+        """Dict of ``(c, *shape)`` tensors -> the ``(c, P_j)`` column blocks of ``(c, P)``."""
+        return [tensors[n].reshape(tensors[n].shape[0], -1) for n in self.names]
+
     def flatten_batch(self, tensors: Mapping[Any, torch.Tensor]) -> torch.Tensor:
         """Dict of ``(c, *shape)`` tensors -> ``(c, P)``."""
-        return torch.cat([tensors[n].reshape(tensors[n].shape[0], -1) for n in self.names], dim=1)
+        return torch.cat(self.column_blocks(tensors), dim=1)
 
     def unflatten(self, vector: torch.Tensor) -> dict[Any, torch.Tensor]:
         """Vector ``(P,)`` -> dict of tensors (views)."""

@@ -13,6 +13,7 @@ not give; so the functions are handed to the optimizer once and ``step()`` needs
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterable
@@ -141,6 +142,10 @@ class NaturalGradient(torch.optim.Optimizer):
         self.system_fn, self.residual_fn = system_fn, residual_fn
         self._system_kwargs = sl.forwarded_kwargs(system_fn)
         self._residual_kwargs = sl.forwarded_kwargs(residual_fn)
+        # The last step's N x P matrix, passed back as ``workspace=`` (pinn_system): a step
+        # then allocates and page-faults no Jacobian (a third of the build on a CPU).
+        self._takes_workspace = _names_parameter(system_fn, "workspace")
+        self._workspace: torch.Tensor | None = None
         super().__init__(params, {"lr": lr})
         for i, group in enumerate(self.param_groups):
             extra = sorted(set(group) - {"params", "lr", "param_names"})
@@ -155,6 +160,13 @@ class NaturalGradient(torch.optim.Optimizer):
         self.generator = _generator(generator, seed, trainable[0].device, where)
         self.last_step: sl.StepInfo | None = None
         self.jacobian_path: str | None = None
+
+    def _keep_workspace(self, J: Any) -> None:
+        M = getattr(J, "matrix", None)
+        if not (self._takes_workspace and isinstance(M, torch.Tensor) and M.is_contiguous()):
+            return
+        if self._workspace is None or M.data_ptr() != self._workspace.data_ptr():
+            self._workspace = M.reshape(-1)  # a new (larger, or first) matrix
 
     @property
     def direction_info(self) -> sl.DirectionInfo | None:
@@ -246,8 +258,12 @@ class NaturalGradient(torch.optim.Optimizer):
         keys = [k for k, p in named.items() if p.requires_grad]
         P = self._check_trainable([named[k] for k in keys], where)
         dtype = named[keys[0]].dtype
-        out = self.system_fn(named, **self._system_kwargs(extra))
+        kwargs = self._system_kwargs(extra)
+        if self._takes_workspace and not {"workspace", "out"} & set(kwargs):
+            kwargs["workspace"] = self._workspace
+        out = self.system_fn(named, **kwargs)
         r, J = sl.check_system(out, P, dtype, f"{where}: system_fn")
+        self._keep_workspace(J)
         base = {k: p.detach() for k, p in named.items()}
         sizes = [named[k].numel() for k in keys]
         res_kwargs = self._residual_kwargs(extra)
@@ -285,6 +301,14 @@ class NaturalGradient(torch.optim.Optimizer):
         state.update(zip(_STATE_KEYS, (torch.as_tensor(v).clone() for v in new), strict=True))
         self.last_step, self.jacobian_path = info, getattr(J, "path", None)
         return closure_value if closure is not None else info.loss
+
+
+def _names_parameter(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument called ``name`` explicitly (not ``**kw``)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_lr(lr: Any, where: str) -> None:

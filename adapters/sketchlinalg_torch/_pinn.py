@@ -166,6 +166,7 @@ def pinn_system(
     memory_budget: int | None = None,
     chunk_size: int | None = None,
     out: torch.Tensor | None = None,
+    workspace: torch.Tensor | None = None,
     points: Sequence[torch.Tensor] | None = None,
     batched: bool | None = None,
 ) -> PINNSystem:
@@ -196,6 +197,12 @@ def pinn_system(
         every step allocates the ``N x P`` matrix once, not once per step (at ``N P =
         10^9`` that saves page faults and allocator fragmentation: ``python -m
         benchmarks.scale --framework torch``); the next call overwrites it.
+    workspace : torch.Tensor, optional
+        A contiguous 1-D tensor that receives ``J`` in its first ``N P`` elements when it
+        has that many (of the parameters' dtype and device), any ``N``; else a new matrix
+        is allocated (:func:`sketchlinalg.build_pinn_system`). The optimizers pass the last
+        step's matrix, so a step allocates no ``N x P`` matrix (no page faults on first
+        touch: a third of the build at ``N P = 10^7`` on a CPU).
     points : sequence of torch.Tensor, optional
         One tensor per term replacing its points.
     batched : bool or None
@@ -233,9 +240,9 @@ def pinn_system(
 
     kernels = [kernel(t) for t in terms]
 
-    def rows(k: int, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rows(k: int, pts: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         grads, values = kernels[k](trainable, pts)
-        return values, layout.flatten_batch(grads)
+        return values, layout.column_blocks(grads)
 
     def matrix_free() -> tuple[torch.Tensor, sl.JacobianOperator]:
         return jacobian_operator(
@@ -253,4 +260,5 @@ def pinn_system(
             memory_budget=memory_budget,
             chunk_size=chunk_size,
             out=out,
+            workspace=workspace,
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from .problems import EXTRA_PROBLEMS, PROBLEMS, make_problem, with_laplacian
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "pinn"
 FRAMEWORKS = ("jax", "torch")
 #: Default training budget per run [s]; Poisson 5D is compared at 90 s (issue 5).
-DEFAULT_BUDGET = {"poisson5d": 90.0}
+DEFAULT_BUDGET = {"poisson5d": 90.0, "poisson5d-cos": 90.0}
 QUICK_BUDGET_S = 600.0  # --quick stops after QUICK_STEPS steps; the budget is a safety net
 QUICK_STEPS = 4
 
@@ -136,7 +137,9 @@ def _run_in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
         out = Path(tmp) / "record.json"
         cmd = [sys.executable, "-m", "benchmarks.pinn", "--child", json.dumps(job), str(out)]
         root = Path(__file__).resolve().parents[2]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, cwd=root, check=False, env=_thread_env(job["threads"]))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0 or not out.exists():
             return {
                 **job,
@@ -144,6 +147,10 @@ def _run_in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
                 "message": f"subprocess exited with status {proc.returncode}",
             }
         record: dict[str, Any] = json.loads(out.read_text())
+        # CPU seconds of the whole run process (start-up and compilation included): a
+        # system time far above the user time's few percent means allocation churn.
+        record["cpu_user_s"] = after.ru_utime - before.ru_utime
+        record["cpu_system_s"] = after.ru_stime - before.ru_stime
         return record
 
 

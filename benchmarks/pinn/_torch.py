@@ -4,6 +4,7 @@ optimizers."""
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 import sketchlinalg as sl
 
+from .._common import median
 from .optimizers import OptimizerSpec
 from .problems import Problem
 
@@ -61,6 +63,10 @@ class TorchTrainer:
         self.model = make_mlp(widths, seed, self.dtype).to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.terms = self._draw()
+        # Seconds per natural-gradient step in its phases: the system_fn call (residual and
+        # Jacobian), the residual_fn calls inside the step (the line search) and the whole.
+        self.phases: dict[str, list[float]] = {"jacobian_s": [], "line_search_s": [], "step_s": []}
+        self._line_search_s: float | None = None  # accumulates while a step runs
         self.n_points = sum(int(t.points.shape[0]) for t in self.terms)
         kind, s = spec.kind, spec.settings
         params = list(self.model.parameters())
@@ -95,11 +101,18 @@ class TorchTrainer:
             out.append(slt.Term(residual, points, spec.weight, spec.name))
         return out
 
-    def _system(self, params: Any) -> Any:
-        return slt.pinn_system(self.model, params, self.terms)
+    def _system(self, params: Any, workspace: torch.Tensor | None = None) -> Any:
+        t0 = time.perf_counter()
+        out = slt.pinn_system(self.model, params, self.terms, workspace=workspace)
+        self.phases["jacobian_s"].append(time.perf_counter() - t0)
+        return out
 
     def _residual(self, params: Any) -> torch.Tensor:
-        return slt.pinn_residual(self.model, params, self.terms)
+        t0 = time.perf_counter()
+        out = slt.pinn_residual(self.model, params, self.terms)
+        if self._line_search_s is not None:
+            self._line_search_s += time.perf_counter() - t0
+        return out
 
     def _natural_gradient(self, seed: int) -> slt.NaturalGradient:
         settings = dict(self.spec.settings)
@@ -137,7 +150,12 @@ class TorchTrainer:
         if kind == "lbfgs":
             out = self.opt.step(self._closure)  # type: ignore[arg-type]  # returns the loss
             return _scalar(out), None
+        self._line_search_s = 0.0
+        t0 = time.perf_counter()
         out = self.opt.step()
+        self.phases["step_s"].append(time.perf_counter() - t0)
+        self.phases["line_search_s"].append(self._line_search_s)
+        self._line_search_s = None
         first = next(iter(self.model.parameters()))
         return _scalar(out), float(self.opt.state[first]["step_size"])
 
@@ -178,4 +196,8 @@ class TorchTrainer:
             out["final_damping"] = float(state.damping)
             out["final_rank"] = int(state.rank)
             out["final_status"] = sl.Status(int(state.status)).name
+        if len(self.phases["step_s"]) > 1:  # the first step (warm-up) left out
+            out["phases"] = {k: median(v[1:]) for k, v in self.phases.items()}
+            out["phases"]["profiled_steps"] = len(self.phases["step_s"]) - 1
+            out["phases_note"] = "median over the steps after the first, timed around the calls"
         return out

@@ -13,7 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .._common import markdown_table, write_text
+from .._common import markdown_table, median, write_text
+
+
+def _num(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def table(records: list[dict[str, Any]]) -> str:
@@ -24,10 +28,13 @@ def table(records: list[dict[str, Any]]) -> str:
             r["framework"],
             r["optimizer"],
             str(r["problem_settings"].get("laplacian", "default")),
+            str(r.get("seed", "-")),
             str(r["iterations"]),
             f"{r['seconds_per_step']:.3f}",
-            f"{r['rel_l2']:.2e}",
+            _num(r.get("rel_l2"), ".2e"),
             f"{r['rms']:.2e}",
+            _num(r.get("cpu_user_s"), ".1f"),
+            _num(r.get("cpu_system_s"), ".1f"),
         ]
         for r in records
     ]
@@ -36,11 +43,90 @@ def table(records: list[dict[str, Any]]) -> str:
         "framework",
         "optimizer",
         "laplacian",
+        "seed",
         "steps",
         "s/step",
         "rel. L2 error",
         "RMS error",
+        "user CPU [s]",
+        "system CPU [s]",
     ]
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        key = (
+            r["problem"],
+            r["framework"],
+            r["optimizer"],
+            str(r["problem_settings"].get("laplacian", "default")),
+        )
+        groups.setdefault(key, []).append(r)
+    summary = ""
+    if any(len(g) > 1 for g in groups.values()):
+        summary_rows = [
+            [
+                *key,
+                str(len(g)),
+                f"{median([float(r['iterations']) for r in g]):.0f}",
+                f"{median([r['seconds_per_step'] for r in g]):.3f}",
+                f"{median([r['rms'] for r in g]):.2e}",
+                f"{min(r['rms'] for r in g):.2e} - {max(r['rms'] for r in g):.2e}",
+            ]
+            for key, g in groups.items()
+        ]
+        summary = (
+            "\nOver the seeds (median; the range of the RMS error):\n\n"
+            + markdown_table(
+                [
+                    "problem",
+                    "framework",
+                    "optimizer",
+                    "laplacian",
+                    "runs",
+                    "steps",
+                    "s/step",
+                    "RMS error",
+                    "RMS range",
+                ],
+                summary_rows,
+            )
+            + "\n"
+        )
+    profiled = [r for r in records if r.get("phases")]
+    phases = ""
+    if profiled:
+        phase_rows = [
+            [
+                r["framework"],
+                r["optimizer"],
+                str(r.get("seed", "-")),
+                str(r["phases"].get("profiled_steps")),
+                _num(r["phases"].get("jacobian_s"), ".3f"),
+                _num(r["phases"].get("line_search_s"), ".3f"),
+                _num(r["phases"].get("step_s"), ".3f"),
+                r.get("phases_note", ""),
+            ]
+            for r in profiled
+        ]
+        phases = (
+            "\nPhases per step: `jacobian`: the residual and what the step's kernel is built "
+            "from (rla-pinns: layer inputs and output gradients; ours: the materialized "
+            "Jacobian); `line search`: the grid search's loss evaluations; `step`: the "
+            "optimizer's whole step.\n\n"
+            + markdown_table(
+                [
+                    "framework",
+                    "optimizer",
+                    "seed",
+                    "steps",
+                    "jacobian [s]",
+                    "line search [s]",
+                    "step [s]",
+                    "how",
+                ],
+                phase_rows,
+            )
+            + "\n"
+        )
     commands = "\n".join(f"- `{c}`" for c in dict.fromkeys(r["command"] for r in records))
     machines = {
         (
@@ -63,8 +149,9 @@ def table(records: list[dict[str, Any]]) -> str:
         f"Commands:\n\n{commands}\n\nMachine:\n\n{machine_lines}\n\n"
         "`laplacian`: the adapters' Laplacian method (`default`: `forward` in both "
         "adapters); `steps`: steps taken in the budget; errors on the problem's evaluation "
-        "points after the last step.\n\n"
-        f"{markdown_table(head, rows)}\n"
+        "points after the last step (`-`: not reported); CPU seconds of the run's process "
+        "(start-up and compilation included).\n\n"
+        f"{markdown_table(head, rows)}\n{summary}{phases}"
     )
 
 

@@ -345,6 +345,37 @@ def _poisson5d() -> Problem:
     )
 
 
+def _poisson5d_cos() -> Problem:
+    """rla-pinns' Poisson 5D (``--boundary_condition=cos_sum``), for the side-by-side runs.
+
+    ``u* = sum_i cos(pi x_i)``, ``-Laplace u = pi^2 u*``; the loss
+    ``1/2 mean(interior^2) + 1/2 mean(boundary^2)`` (both weights 1) on 800 + 200 points
+    resampled every step and the ``[5, 64, 64, 48, 48, 1]`` tanh MLP: the
+    ``mlp-tanh-64-64-48-48`` 1k-point setting of Guzman-Cordero et al. (2025), whose public
+    code ``benchmarks/pinn/rla_pinns.py`` runs on the same problem.
+    """
+    base = _poisson5d()
+    dim = base.dim
+
+    def exact(m: Any, X: Any) -> Any:
+        return sum(m.cos(PI * X[..., i]) for i in range(dim))
+
+    def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
+        return -d.laplacian(u, x) - PI**2 * exact(m, x)
+
+    def boundary(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
+        return u(x) - exact(m, x)
+
+    return dataclasses.replace(
+        base,
+        name="poisson5d-cos",
+        title="Poisson 5D (rla-pinns' cos_sum): -Laplace u = pi^2 sum cos(pi x_i) on (0,1)^5, "
+        "u = u* on the boundary, both loss weights 1; points resampled every step",
+        terms=[TermSpec("interior", interior, 1.0), TermSpec("boundary", boundary, 1.0)],
+        exact=exact,
+    )
+
+
 # -- problems outside the suite (checks that the defaults were not tuned to it) ---------
 
 
@@ -408,8 +439,9 @@ def _reaction1d() -> Problem:
 
 
 PROBLEMS = ("poisson2d", "heat1d", "nonlinear", "transport", "poisson5d")
-#: Problems outside the suite ("all" leaves them out): checks of the untuned defaults.
-EXTRA_PROBLEMS = ("poisson2d-large", "reaction1d")
+#: Problems outside the suite ("all" leaves them out): checks of the untuned defaults, and
+#: rla-pinns' Poisson 5D for the side-by-side runs (benchmarks/pinn/rla_pinns.py).
+EXTRA_PROBLEMS = ("poisson2d-large", "reaction1d", "poisson5d-cos")
 
 
 def make_problem(name: str, *, beta: float = 1.0) -> Problem:
@@ -426,6 +458,8 @@ def make_problem(name: str, *, beta: float = 1.0) -> Problem:
         return _transport(beta)
     if name == "poisson5d":
         return _poisson5d()
+    if name == "poisson5d-cos":
+        return _poisson5d_cos()
     if name == "poisson2d-large":
         return _poisson2d_large()
     if name == "reaction1d":
