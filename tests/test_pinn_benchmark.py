@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from benchmarks.pinn import __main__ as cli
-from benchmarks.pinn import report
+from benchmarks.pinn import report, rla_pinns
 from benchmarks.pinn.optimizers import DEFAULT_LIST, KINDS, parse_optimizers
-from benchmarks.pinn.problems import PROBLEMS, make_problem, parameter_count
+from benchmarks.pinn.problems import EXTRA_PROBLEMS, PROBLEMS, make_problem, parameter_count
 
 FRAMEWORKS = ("jax", "torch")
 
@@ -53,7 +53,7 @@ def _residuals_of_exact_solution(framework: str, name: str) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("name", PROBLEMS)
+@pytest.mark.parametrize("name", PROBLEMS + EXTRA_PROBLEMS)
 def test_exact_solution_zeroes_every_term(framework: str, name: str) -> None:
     # The PDE, source, boundary/initial/periodic data and exact solution agree: a wrong
     # sign, factor or boundary value leaves an O(1) residual.
@@ -62,6 +62,24 @@ def test_exact_solution_zeroes_every_term(framework: str, name: str) -> None:
     ):
         assert res.size > 0
         assert np.max(np.abs(res)) < 1e-9, f"{name}/{term.name}: max |r| = {np.max(np.abs(res))}"
+
+
+def test_rla_pinns_log_is_read_from_its_step_lines(tmp_path: Path) -> None:
+    """The side-by-side record takes steps, time and RMS error from train.py's last line."""
+    log = tmp_path / "run.log"
+    log.write_text(
+        "Running on device cpu in dtype torch.float64.\n"
+        "Step: 0000000, Loss: 121.8, L2 Error: 1.6, Interior: 120.4, Boundary: 1.4, Time: 1.4s\n"
+        "noise\n"
+        "Step: 0000009, Loss: 0.011, L2 Error: 0.017, Interior: 0.010, Boundary: 0.0005, "
+        "Time: 10.0s\n"
+    )
+    got = rla_pinns._last_step(log)
+    assert got["iterations"] == 10 and got["seconds_per_step"] == pytest.approx(1.0)
+    assert got["rms"] == 0.017 and got["final_loss"] == 0.011 and got["initial_loss"] == 121.8
+    log.write_text("Traceback ...\n")
+    with pytest.raises(SystemExit, match="no 'Step:' line"):
+        rla_pinns._last_step(log)
 
 
 def test_problem_sizes() -> None:
