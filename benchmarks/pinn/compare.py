@@ -91,6 +91,31 @@ def table(records: list[dict[str, Any]]) -> str:
             )
             + "\n"
         )
+    after_first: dict[tuple[str, str, str], list[float]] = {}
+    for r in records:  # the first step (JAX: compilation) left out
+        if r["framework"] in ("jax", "torch") and r["iterations"] > 1:
+            s = (r["wall_s"] - r["first_step_s"]) / (r["iterations"] - 1)
+            after_first.setdefault((r["problem"], r["optimizer"], r["framework"]), []).append(s)
+    ratio_rows = [
+        [
+            p,
+            o,
+            f"{median(v):.4f}",
+            f"{median(after_first[p, o, 'torch']):.4f}",
+            f"{median(after_first[p, o, 'torch']) / median(v):.2f}",
+        ]
+        for (p, o, f), v in after_first.items()
+        if f == "jax" and (p, o, "torch") in after_first
+    ]
+    ratios = (
+        "\ntorch / JAX seconds per step (median over runs of the steps after the first):\n\n"
+        + markdown_table(
+            ["problem", "optimizer", "JAX s/step", "torch s/step", "torch / JAX"], ratio_rows
+        )
+        + "\n"
+        if ratio_rows
+        else ""
+    )
     profiled = [r for r in records if r.get("phases")]
     phases = ""
     if profiled:
@@ -151,7 +176,7 @@ def table(records: list[dict[str, Any]]) -> str:
         "adapters); `steps`: steps taken in the budget; errors on the problem's evaluation "
         "points after the last step (`-`: not reported); CPU seconds of the run's process "
         "(start-up and compilation included).\n\n"
-        f"{markdown_table(head, rows)}\n{summary}{phases}"
+        f"{markdown_table(head, rows)}\n{summary}{ratios}{phases}"
     )
 
 
