@@ -403,8 +403,9 @@ def build_pinn_system(
         device; otherwise a new matrix is allocated (keep the returned matrix as the next
         workspace). Unlike ``out`` it takes any ``N``: what an optimizer keeps from step to
         step when the points change. A fresh ``N x P`` matrix costs a page fault per 4 KiB
-        on first touch (measured on Poisson 5D, torch, N P = 10^7: 50 ms of system time
-        per build, a third of the build; ``python -m benchmarks.pinn_jacobian``).
+        on first touch: PyTorch runs of Poisson 5D (``N P = 10^7``) spent 38 of 90 s in
+        system time before the optimizers reused the matrix, 2-3 s after
+        (``benchmarks/results/pinn/issue21_rla_side_by_side.md``).
 
     Returns
     -------

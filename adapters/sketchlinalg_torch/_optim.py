@@ -143,7 +143,7 @@ class NaturalGradient(torch.optim.Optimizer):
         self._system_kwargs = sl.forwarded_kwargs(system_fn)
         self._residual_kwargs = sl.forwarded_kwargs(residual_fn)
         # The last step's N x P matrix, passed back as ``workspace=`` (pinn_system): a step
-        # then allocates and page-faults no Jacobian (a third of the build on a CPU).
+        # then allocates and page-faults no Jacobian.
         self._takes_workspace = _names_parameter(system_fn, "workspace")
         self._workspace: torch.Tensor | None = None
         super().__init__(params, {"lr": lr})

@@ -201,8 +201,8 @@ def pinn_system(
         A contiguous 1-D tensor that receives ``J`` in its first ``N P`` elements when it
         has that many (of the parameters' dtype and device), any ``N``; else a new matrix
         is allocated (:func:`sketchlinalg.build_pinn_system`). The optimizers pass the last
-        step's matrix, so a step allocates no ``N x P`` matrix (no page faults on first
-        touch: a third of the build at ``N P = 10^7`` on a CPU).
+        step's matrix, so a step allocates no ``N x P`` matrix (and takes no page faults
+        on its first touch).
     points : sequence of torch.Tensor, optional
         One tensor per term replacing its points.
     batched : bool or None
