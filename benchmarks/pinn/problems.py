@@ -24,6 +24,7 @@ __all__ = ["EXTRA_PROBLEMS", "PROBLEMS", "Problem", "TermSpec", "make_problem", 
 
 PI = math.pi
 Residual = Callable[[Any, Any, Callable[[Any], Any], Any], Any]
+Exact = Callable[[Any, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -301,17 +302,25 @@ def _transport(beta: float) -> Problem:
 # -- 5. Poisson 5D with resampled points ------------------------------------------------
 
 
-def _poisson5d() -> Problem:
-    dim = 5
+def _sum_of_waves(dim: int, wave: str) -> tuple[Exact, Residual, Residual]:
+    """``u* = sum_i wave(pi x_i)`` (``wave``: ``"sin"`` or ``"cos"``, so that
+    ``-Laplace u* = pi^2 u*``): the exact solution and the interior and boundary residuals."""
 
     def exact(m: Any, X: Any) -> Any:
-        return sum(m.sin(PI * X[..., i]) for i in range(dim))
+        return sum(getattr(m, wave)(PI * X[..., i]) for i in range(dim))
 
     def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
         return -d.laplacian(u, x) - PI**2 * exact(m, x)
 
     def boundary(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
         return u(x) - exact(m, x)
+
+    return exact, interior, boundary
+
+
+def _poisson5d() -> Problem:
+    dim = 5
+    exact, interior, boundary = _sum_of_waves(dim, "sin")
 
     def points(rng: np.random.Generator, quick: bool) -> list[np.ndarray]:
         # 800 + 200 points per step: the "1k" batch of the ENGD-Woodbury paper's public 5D
@@ -355,17 +364,7 @@ def _poisson5d_cos() -> Problem:
     code ``benchmarks/pinn/rla_pinns.py`` runs on the same problem.
     """
     base = _poisson5d()
-    dim = base.dim
-
-    def exact(m: Any, X: Any) -> Any:
-        return sum(m.cos(PI * X[..., i]) for i in range(dim))
-
-    def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
-        return -d.laplacian(u, x) - PI**2 * exact(m, x)
-
-    def boundary(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
-        return u(x) - exact(m, x)
-
+    exact, interior, boundary = _sum_of_waves(base.dim, "cos")
     return dataclasses.replace(
         base,
         name="poisson5d-cos",
