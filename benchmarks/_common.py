@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -177,6 +178,24 @@ def _blas_info() -> Any:
         return None
 
 
+def _gpu_models() -> list[str]:
+    """The NVIDIA GPUs of the machine (``nvidia-smi``: name, memory, driver); ``[]`` without
+    one. Asked of the driver, not of a framework, so that no framework is imported here."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
 def machine_info(repo_root: Path | None = None) -> dict[str, Any]:
     """Describe the machine and software the benchmark runs on.
 
@@ -188,9 +207,9 @@ def machine_info(repo_root: Path | None = None) -> dict[str, Any]:
     Returns
     -------
     dict
-        Platform, processor, CPU counts, Python and package versions, BLAS/thread-pool
-        information, relevant environment variables (``OPENBLAS_CORETYPE`` included) and
-        the UTC date.
+        Platform, processor, CPU counts, GPU models (``nvidia-smi``), Python and package
+        versions, BLAS/thread-pool information, relevant environment variables
+        (``OPENBLAS_CORETYPE`` included) and the UTC date.
     """
     versions: dict[str, str | None] = {}
     for name in _PACKAGES:
@@ -208,6 +227,7 @@ def machine_info(repo_root: Path | None = None) -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity_count": affinity,
+        "gpus": _gpu_models(),
         "python": sys.version,
         "python_executable": sys.executable,
         "versions": versions,

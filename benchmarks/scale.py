@@ -142,7 +142,16 @@ def _run_jax(job: dict[str, Any]) -> dict[str, Any]:
         return params, state, float(state.loss), float(state.step_size)
 
     n_points = sum(int(p.shape[0]) for p in points)
-    return {**_loop(job, params, state, one, error, n_points), "compile_s": compile_s}
+    record = {**_loop(job, params, state, one, error, n_points), "compile_s": compile_s}
+    # On a GPU the resident set does not see the device's memory: record its own peak.
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    peak = (stats or {}).get("peak_bytes_in_use")
+    return {
+        **record,
+        "device": f"{device.platform}: {getattr(device, 'device_kind', device)}",
+        "device_peak_mib": None if peak is None else peak / 2**20,
+    }
 
 
 def _run_torch(job: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +265,8 @@ def with_model(record: dict[str, Any]) -> dict[str, Any]:
     table always shows the current model of :func:`sketchlinalg.estimate_memory`)."""
     import sketchlinalg as sl
 
+    on_device = record.get("device_peak_mib") is not None
+    measured = record["device_peak_mib"] if on_device else record["peak_rss_mib"]
     model = sl.estimate_memory(
         "nystrom",
         record["n_points"],
@@ -264,13 +275,15 @@ def with_model(record: dict[str, Any]) -> dict[str, Any]:
         jacobian="materialized",
         chunk_size=record["chunk_size"],
         itemsize=8 if record["dtype"] == "float64" else 4,
-        baseline=int(record["rss_before_mib"] * 2**20),
+        # On a GPU the model is compared with the device's own peak (no host baseline).
+        baseline=0 if on_device else int(record["rss_before_mib"] * 2**20),
     )
     return {
         **record,
         "model_mib": model.bytes / 2**20,
         "model_parts_mib": {k: v / 2**20 for k, v in model.parts.items()},
-        "model_ratio": (model.bytes / 2**20) / record["peak_rss_mib"],
+        "measured_mib": measured,
+        "model_ratio": (model.bytes / 2**20) / measured,
     }
 
 
@@ -353,7 +366,7 @@ def report(out: dict[str, Any], stem: Path) -> str:
             str(r["steps"]),
             f"{r['first_step_s']:.1f}",
             f"{r['median_step_s']:.2f}",
-            f"{r['peak_rss_mib'] / 1024:.2f}",
+            f"{r['measured_mib'] / 1024:.2f}" + (" (device)" if r.get("device_peak_mib") else ""),
             f"{r['model_mib'] / 1024:.2f} ({(r['model_ratio'] - 1) * 100:+.0f}%)",
             f"{r['dense_gram_mib'] / 1024:.3g}",
             f"{r['rel_l2']:.2e}",

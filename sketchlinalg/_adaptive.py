@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from . import _dispatch
 from ._estimate import estimate_error
 from ._lowrank import LowRankPSD
 from ._nystrom import _as_psd_operator, check_finite_product, nystrom_from_sketch
@@ -47,6 +48,7 @@ class AdaptiveNystromResult(NamedTuple):
     message: str
 
 
+@_dispatch.in_full_float32
 def adaptive_nystrom(
     A: Array | LinearOperator,
     *,

@@ -18,6 +18,7 @@ Array = Any
 METHODS = tuple(m.value for m in Method)
 
 
+@_dispatch.in_full_float32
 def natural_gradient_direction(
     J: Array | LinearOperator,
     r: Array,
@@ -103,6 +104,7 @@ def natural_gradient_direction(
     return solver.solve(solver.init(J, r, seed=seed), damping=damping)
 
 
+@_dispatch.in_full_float32
 def spring_direction(
     J: Array | LinearOperator,
     r: Array,

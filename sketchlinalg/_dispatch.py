@@ -15,24 +15,30 @@ piece                      numpy    torch  jax    cupy   array-api-strict
 =========================  =======  =====  =====  =====  ==================
 random normal / uniform    native   native native native portable (hash)
 triangular solve           scipy*   native native native generic
+Cholesky, order > 8192     blocks   native blocks* native native
 while / fori loop, cond    python   python lax    python python
 host call (warnings)       python   python debug  python python
+full float32 products      -        flag   ctx    env    -
 row update (set_rows)      write    write  lax    write  write
 trace detection            no       no     yes    no     no
 =========================  =======  =====  =====  =====  ==================
 
-"generic" solves with ``xp.linalg.solve`` (same O(l^2 n) cost for the Nystrom core, but an
-LU instead of a substitution for the dense n x n solves). *NumPy uses SciPy's
-``solve_triangular`` when SciPy is installed (imported on first use), else the generic one.
+"blocks": :func:`cholesky_factor` (OpenBLAS's threaded ``potrf`` crashes on large orders;
+*JAX on a GPU calls its own). "generic" solves with ``xp.linalg.solve`` (same O(l^2 n) cost
+for the Nystrom core, but an LU instead of a substitution for the dense n x n solves). *NumPy
+uses SciPy's ``solve_triangular`` when SciPy is installed (imported on first use), else the
+generic one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import array_api_compat as _compat
 
@@ -114,6 +120,55 @@ def backend_name(xp: Any) -> str:
     return getattr(xp, "__name__", "unknown")
 
 
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """Float32 matrix products at full float32 precision (IEEE, not TF32) inside the block.
+
+    NVIDIA GPUs since Ampere multiply float32 matrices in TF32 (a 10-bit mantissa, relative
+    error ~5e-4) when the library allows it: JAX does so by default, torch after
+    ``torch.set_float32_matmul_precision("high")``. A sketch ``Y = G Omega`` or a kernel
+    ``J J^T`` in TF32 is not the product of a positive semidefinite matrix to float32
+    accuracy, and the Cholesky factor, the Nystrom core and the Woodbury solve built on it
+    inherit a 1e-3 error. The core therefore runs every one of its own computations in full
+    float32; the model's passes outside a core call (a Jacobian build, a residual) keep the
+    user's setting (docs/theory.md, "Precision on GPUs").
+
+    JAX: ``jax.default_matmul_precision("highest")`` (a trace-time setting: it also holds
+    inside ``jit``). torch: ``torch.set_float32_matmul_precision("highest")`` while the block
+    runs, restored after (a process-wide flag). CuPy multiplies in TF32 only when the
+    environment variable ``CUPY_TF32=1`` is set; it is left alone. No-op for libraries that
+    are not imported and on CPUs.
+    """
+    with contextlib.ExitStack() as stack:
+        jax = _module("jax")
+        if jax is not None:
+            stack.enter_context(jax.default_matmul_precision("highest"))
+        torch = _module("torch")
+        if torch is not None:
+            previous = torch.get_float32_matmul_precision()
+            if previous != "highest":
+                torch.set_float32_matmul_precision("highest")
+                stack.callback(torch.set_float32_matmul_precision, previous)
+        yield
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def in_full_float32(fn: _F) -> _F:
+    """``fn`` run under :func:`full_float32` (a decorator for the core's entry points)."""
+    if getattr(fn, "_full_float32", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with full_float32():
+            return fn(*args, **kwargs)
+
+    wrapper._full_float32 = True  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
 def is_tracing(*arrays: Any) -> bool:
     """True when any argument is a JAX tracer (inside ``jit``, ``vmap``, ``grad``...).
 
@@ -159,6 +214,69 @@ def solve_triangular(xp: Any, L: Array, B: Array, *, lower: bool) -> Array:
     return xp.linalg.solve(L, B)
 
 
+#: Orders above twice this are factored by blocks of this order on OpenBLAS-backed backends
+#: (NumPy, JAX on the CPU): see :func:`cholesky_factor`.
+CHOLESKY_BLOCK = 4096
+
+
+def _openblas_backed(xp: Any, M: Array) -> bool:
+    """Whether ``xp.linalg.cholesky(M)`` runs LAPACK's ``potrf`` of the host's OpenBLAS."""
+    name = backend_name(xp)
+    if name == "numpy":
+        return True
+    if name == "jax":
+        device = device_of(M)
+        platform = getattr(device, "platform", None)
+        if platform is None:  # traced: the computation runs on the default backend
+            platform = _module("jax").default_backend()
+        return bool(platform == "cpu")
+    return False
+
+
+def cholesky_factor(xp: Any, M: Array, *, block: int | None = None) -> Array:
+    r"""``xp.linalg.cholesky(M)`` (lower), by blocks for large orders on OpenBLAS.
+
+    The threaded ``dpotrf`` of OpenBLAS crashes the process (a segmentation fault, or
+    ``free(): invalid pointer``) on large matrices with some thread counts: here (OpenBLAS
+    0.3.31, as bundled with NumPy 2.4 and used by JAX's CPU backend, two threads) from
+    order ~15,800 in float64, which an ENGD-Woodbury kernel at N = 16,000 reaches; OpenBLAS
+    issues 2562 and 2821 report the same on other versions. Above ``2 * block`` the factor
+    is computed by the right-looking blocked algorithm: for each diagonal block,
+
+    .. math::
+
+        L_{kk} = \operatorname{chol}(A_{kk}), \quad
+        L_{ik} = A_{ik} L_{kk}^{-T}, \quad
+        A_{ii'} \leftarrow A_{ii'} - L_{ik} L_{i'k}^T,
+
+    the same flops (``n^3 / 3``, mostly in the trailing matrix products), with ``potrf`` only
+    on blocks of order ``block`` (default :data:`CHOLESKY_BLOCK`). Functional (no in-place
+    update), so it traces under ``jax.jit``; a non-positive-definite ``M`` fails as the
+    library's own factorization does (NumPy raises, JAX returns NaN). Other backends (torch,
+    CuPy) call their own factorization directly.
+    """
+    block = CHOLESKY_BLOCK if block is None else block
+    if M.ndim != 2 or M.shape[-1] <= 2 * block or not _openblas_backed(xp, M):
+        return xp.linalg.cholesky(M)
+    return blocked_cholesky(xp, M, block)
+
+
+def blocked_cholesky(xp: Any, M: Array, block: int) -> Array:
+    """The lower Cholesky factor of a 2-D ``M`` by blocks of order ``block`` (any backend;
+    :func:`cholesky_factor` says when and why)."""
+    n = M.shape[-1]
+    columns = []
+    A = M
+    for k in range(0, n, block):
+        b = min(block, n - k)
+        L_kk = xp.linalg.cholesky(A[:b, :b])
+        L_ik = solve_triangular(xp, L_kk, A[b:, :b].T, lower=True).T
+        top = xp.zeros((k, b), dtype=M.dtype, device=device_of(M))
+        columns.append(xp.concat([top, L_kk, L_ik], axis=0))
+        A = A[b:, b:] - L_ik @ L_ik.T
+    return xp.concat(columns, axis=1)
+
+
 def cholesky(xp: Any, M: Array) -> Array | None:
     """Lower Cholesky factor of ``M``, or ``None`` when the factorization fails.
 
@@ -174,7 +292,7 @@ def cholesky(xp: Any, M: Array) -> Array | None:
             with cupyx.errstate(linalg="raise"):
                 L = xp.linalg.cholesky(M)
         else:
-            L = xp.linalg.cholesky(M)
+            L = cholesky_factor(xp, M)
     except (ValueError, RuntimeError, ArithmeticError):  # LinAlgError is a ValueError
         return None
     if not bool(xp.all(xp.isfinite(L))):

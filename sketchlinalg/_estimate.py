@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _dispatch
 from ._lowrank import LowRankPSD
 from ._nystrom import _as_psd_operator
 from ._operator import LinearOperator
@@ -15,6 +16,7 @@ __all__ = ["estimate_error"]
 Array = Any
 
 
+@_dispatch.in_full_float32
 def estimate_error(
     A: Array | LinearOperator,
     approx: LowRankPSD,

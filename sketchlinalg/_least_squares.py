@@ -146,6 +146,7 @@ class LeastSquaresResult(NamedTuple):
     active_mask: Any = None
 
 
+@_dispatch.in_full_float32
 def least_squares(
     fun: Callable[..., Array],
     x0: Array,

@@ -135,6 +135,7 @@ class LowRankPSD:
         return effective_dimension(self.xp, self.eigenvalues, mu)
 
     # -- inverses ----------------------------------------------------------------------
+    @_dispatch.in_full_float32
     def solve(
         self,
         B: Array,

@@ -21,6 +21,7 @@ Array = Any
 CORES = ("auto", "cholesky", "eigh")
 
 
+@_dispatch.in_full_float32
 def nystrom(
     A: Array | LinearOperator,
     rank: int,

@@ -66,6 +66,7 @@ class PCGResult(NamedTuple):
     message: str
 
 
+@_dispatch.in_full_float32
 def pcg(
     A: Array | LinearOperator,
     b: Array,

@@ -178,7 +178,9 @@ class AutoState(NamedTuple):
 class DirectionSolver:
     """Base class of the direction solvers (configure, ``init`` once, ``solve`` often).
 
-    Subclasses set :attr:`method` and implement :meth:`init` and :meth:`solve`.
+    Subclasses set :attr:`method` and implement :meth:`init` and :meth:`solve`; both run
+    with float32 products at full precision on GPUs (:func:`_dispatch.full_float32`), a
+    subclass's own included.
     """
 
     method: ClassVar[str] = ""
@@ -186,6 +188,12 @@ class DirectionSolver:
     allows_zero_damping: ClassVar[bool] = True
     #: Whether :meth:`solve` returns ``g = J^T r`` in ``info.gradient``.
     computes_gradient: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("init", "solve"):
+            if name in cls.__dict__:
+                setattr(cls, name, _dispatch.in_full_float32(cls.__dict__[name]))
 
     def init(self, J: Array | LinearOperator, r: Array | None = None, *, seed: Any = 0) -> Any:
         """Touch ``J`` once: factor, decompose or sketch it (``r`` rides along where it
@@ -360,7 +368,7 @@ def cholesky_or(
     if not _dispatch.is_tracing(M, usable):
         L = _dispatch.cholesky(xp, M) if bool(usable) else None
         return (fallback(), False) if L is None else (with_factor(L), True)
-    L = xp.linalg.cholesky(M)
+    L = _dispatch.cholesky_factor(xp, M)
     ok = xp.all(xp.isfinite(L)) & usable
     return _dispatch.cond(xp, ok, lambda: with_factor(L), fallback), ok
 

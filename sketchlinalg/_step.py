@@ -412,6 +412,7 @@ class StepEngine:
         gain ratio of an adaptive damping)."""
         return self.line_search is not None or self.adaptive_damping
 
+    @_dispatch.in_full_float32
     def init(self, params: Array) -> StepState:
         """The state before the first step, for flat parameters ``params`` of shape (P,)."""
         xp = _dispatch.namespace(params)
@@ -438,6 +439,7 @@ class StepEngine:
         )
 
     # -- the step ----------------------------------------------------------------------
+    @_dispatch.in_full_float32
     def step(
         self,
         J: Array | LinearOperator,

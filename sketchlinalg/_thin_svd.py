@@ -81,7 +81,7 @@ def _cholesky_qr(
         G = G + shift * eye
     # A zero column gets a unit diagonal: it stays decoupled and maps to a zero column of Q.
     G = xp.where(zero[None, :] & zero[:, None], eye, G)
-    L = xp.linalg.cholesky(G) if tracing else _dispatch.cholesky(xp, G)
+    L = _dispatch.cholesky_factor(xp, G) if tracing else _dispatch.cholesky(xp, G)
     if L is None:
         return None
     if explicit:

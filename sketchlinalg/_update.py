@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import array_api_compat as _compat
 
+from . import _dispatch
 from ._dispatch import backend_name as target_name
 from ._operator import as_operator
 from ._step import StepEngine, StepInfo
@@ -61,6 +62,7 @@ def _leaves(params: Any, where: str) -> tuple[list[Any], list[Any] | None]:
     return arrays, keys
 
 
+@_dispatch.in_full_float32
 def natural_gradient_step(
     params: Any,
     J: Any,

@@ -6,16 +6,21 @@ grid line search, update); only the direction differs:
 
 * ``sngd-r<l>``: rank-``l`` Nystrom, Woodbury inverse (what ``sketchlinalg_jax.sngd`` runs);
 * ``engd-cholesky``: the fast dense form, Cholesky of ``G + mu I`` (``sketchlinalg_jax.engd``);
+* ``engd-woodbury``: the kernel form, Cholesky of ``J J^T + mu I`` (N x N;
+  ``sketchlinalg_jax.engd_woodbury``), what SNGD competes with when ``N < P``;
 * ``engd-lstsq``: the reference form of the ENGD paper's code, ``jnp.linalg.lstsq(G, g)``
   (an SVD-based least-squares solve of the ``P x P`` system).
 
 Run: ``python -m benchmarks.pinn.steptime [--repeats 5] [--ranks 100,300]``; writes
-``benchmarks/results/pinn/steptime.{json,md}``.
+``benchmarks/results/pinn/steptime.{json,md}``. It runs on JAX's default device (a GPU where
+there is one: ``benchmarks/gpu_suite.sh`` writes ``benchmarks/results/gpu/steptime.*``); the
+record names the device.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 import time
@@ -62,8 +67,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--repeats", type=int, default=5, help="timed steps per variant (median)")
     p.add_argument("--ranks", default="100,300")
     p.add_argument("--out", type=Path, default=RESULTS / "steptime")
+    p.add_argument(
+        "--widths", default=None, help="layer widths, e.g. 2,16,16,1 (default: the problem's)"
+    )
     args = p.parse_args(argv)
     problem = make_problem("poisson2d")
+    if args.widths:
+        problem = dataclasses.replace(problem, widths=[int(w) for w in args.widths.split(",")])
     points = [jnp.asarray(a) for a in problem.points(np.random.default_rng(0), False)]
     params = init_mlp(jax.random.key(0), problem.widths)
     n_params = sum(int(W.size + b.size) for W, b in params)
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for rank in (int(r) for r in args.ranks.split(",")):
         variants[f"sngd-r{rank}"] = parse_optimizers(f"sngd:rank={rank}")[0]
     variants["engd-cholesky"] = parse_optimizers("engd")[0]
+    variants["engd-woodbury"] = parse_optimizers("engd-woodbury")[0]
     steps: dict[str, Any] = {}
     for name, spec in variants.items():
         opt = _natural_gradient(problem, spec, points, 0, n_params)
@@ -104,9 +115,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     by: dict[str, float] = {r["variant"]: r["median_s"] for r in results}
-    ratios = {f"engd-lstsq / {k}": by["engd-lstsq"] / by[k] for k in by if k.startswith("sngd")} | {
-        f"engd-cholesky / {k}": by["engd-cholesky"] / by[k] for k in by if k.startswith("sngd")
-    }
+    ratios = (
+        {f"engd-lstsq / {k}": by["engd-lstsq"] / by[k] for k in by if k.startswith("sngd")}
+        | {f"engd-cholesky / {k}": by["engd-cholesky"] / by[k] for k in by if k.startswith("sngd")}
+        | {f"{k} / engd-woodbury": by[k] / by["engd-woodbury"] for k in by if k.startswith("sngd")}
+    )
     out = {
         "description": __doc__,
         "problem": "poisson2d",
@@ -116,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": results,
         "ratios": ratios,
         "machine": machine_info(),
+        "device": str(jax.devices()[0]),
         "command": "python -m benchmarks.pinn.steptime " + " ".join(argv or sys.argv[1:]),
     }
     write_json(args.out.with_suffix(".json"), out)
@@ -124,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio_rows = [[k, f"{v:.1f}x"] for k, v in ratios.items()]
     text = (
         f"# One optimizer step at P = {n_params} (Poisson 2D, N = {out['n_points']}, JAX, "
-        f"float64)\n\n`{out['command']}`\n\n{table}\n\n"
+        f"float64, {out['device']})\n\n`{out['command']}`\n\n{table}\n\n"
         + markdown_table(["ratio (time / time)", "value"], ratio_rows)
         + "\n"
     )
