@@ -79,6 +79,13 @@ def time_call(fn: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - t0, out
 
 
+def relative_error(a: Any, ref: Any) -> float:
+    """``||a - ref|| / ||ref||`` of two NumPy arrays (a zero ``ref`` divides by 1e-300)."""
+    import numpy as np
+
+    return float(np.linalg.norm(a - ref)) / max(float(np.linalg.norm(ref)), 1e-300)
+
+
 def median(values: Iterable[float]) -> float:
     """Median of the finite values (``nan`` if there are none).
 

@@ -105,6 +105,7 @@ from ._common import (
     markdown_table,
     median,
     peak_rss_mib,
+    relative_error,
     write_json,
     write_text,
 )
@@ -778,10 +779,6 @@ def _exc_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def _rel(d: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(d - ref) / max(float(np.linalg.norm(ref)), 1e-300))
-
-
 def _time_cell(
     backend: Backend, prep: Prepared, method: str, options: dict[str, Any], mu: float, repeats: int
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -948,7 +945,7 @@ def run_group(
             ref = d
             row["rel_error"], row["error_note"] = 0.0, "reference (this cell)"
         elif ref is not None:
-            row["rel_error"] = _rel(d, ref)
+            row["rel_error"] = relative_error(d, ref)
         else:
             row["error_note"] = ref_reason or f"reference {ref_method} did not run"
         log(

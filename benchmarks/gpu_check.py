@@ -67,7 +67,15 @@ import sketchlinalg_cupy as slc
 import sketchlinalg as sl
 from sketchlinalg import _dispatch
 
-from ._common import format_float, machine_info, markdown_table, median, write_json, write_text
+from ._common import (
+    format_float,
+    machine_info,
+    markdown_table,
+    median,
+    relative_error,
+    write_json,
+    write_text,
+)
 
 __all__ = ["main"]
 
@@ -231,10 +239,6 @@ def _psd(lam: np.ndarray, seed: int) -> np.ndarray:
     return (q * lam) @ q.T
 
 
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(b)), 1e-300)
-
-
 def check_backend(lib: Lib, out: list[dict[str, Any]]) -> None:
     """The core's invariants on one library, in float64 (and float32 for Nystrom)."""
     xp, dev, f64 = lib.xp, lib.device, lib.xp.float64
@@ -266,14 +270,16 @@ def check_backend(lib: Lib, out: list[dict[str, Any]]) -> None:
     B = rng.standard_normal((m, 5))
     x_lo = lib.get(_dispatch.solve_triangular(xp, lib.put(L), lib.put(B), lower=True))
     x_up = lib.get(_dispatch.solve_triangular(xp, lib.put(L.T.copy()), lib.put(B), lower=False))
-    err = max(_rel(x_lo, np.linalg.solve(L, B)), _rel(x_up, np.linalg.solve(L.T, B)))
+    err = max(
+        relative_error(x_lo, np.linalg.solve(L, B)), relative_error(x_up, np.linalg.solve(L.T, B))
+    )
     _record(out, lib.name, "triangular solve (lower, upper)", err, 1e-12)
 
     # Cholesky: a failure must be reported (None), a success must be right
     bad = _dispatch.cholesky(xp, lib.put(np.diag([1.0, -1.0, 2.0])))
     A = _psd(np.linspace(1.0, 3.0, 50), 1)
     good = _dispatch.cholesky(xp, lib.put(A))
-    err = math.inf if good is None else _rel(lib.get(good), np.linalg.cholesky(A))
+    err = math.inf if good is None else relative_error(lib.get(good), np.linalg.cholesky(A))
     _record(
         out,
         lib.name,
@@ -312,7 +318,7 @@ def check_backend(lib: Lib, out: list[dict[str, Any]]) -> None:
         out,
         lib.name,
         "nystrom: exact recovery, rank(A)=20 <= l=30",
-        _rel(lib.get(approx.to_dense()), A),
+        relative_error(lib.get(approx.to_dense()), A),
         1e-9,
     )
 
@@ -337,7 +343,7 @@ def check_backend(lib: Lib, out: list[dict[str, Any]]) -> None:
             out,
             lib.name,
             f"direction {method} vs float64 reference",
-            _rel(lib.get(d), ref),
+            relative_error(lib.get(d), ref),
             tol,
             info.message if method == "nystrom-pcg" else "",
         )
@@ -395,13 +401,13 @@ def check_exchange(core: Lib, other: Lib, out: list[dict[str, Any]]) -> None:
         ("nystrom-pcg", {"rank": 10, "rtol": 1e-13, "maxiter": 500}),
     ):
         d, _ = sl.natural_gradient_direction(Jc, rc, damping=mu, method=method, seed=2, **kw)
-        worst = max(worst, _rel(core.get(d), ref))
+        worst = max(worst, relative_error(core.get(d), ref))
     _record(out, f"{other.name}->{core.name}", "hybrid direction (products by DLPack)", worst, 1e-8)
     if other.kind == "torch":
         # Update the torch parameters in place through a core view of their memory.
         view = slc.dlpack_exchange(params["w"], core.xp)
         slc.natural_gradient_step(view, Jc, rc, damping=mu, method="dense", inplace=True)
-        err = _rel(other.get(params["w"]), theta - ref)
+        err = relative_error(other.get(params["w"]), theta - ref)
         _record(out, f"{core.name}->{other.name}", "in-place step through shared memory", err, 1e-8)
 
 
