@@ -65,6 +65,7 @@ from ._operator import FunctionOperator, LinearOperator, aslinearoperator, gram,
 from ._pcg import PCGResult, pcg
 from ._pinn import (
     PATHS,
+    Derivatives,
     JacobianOperator,
     PINNSystem,
     Term,
@@ -112,6 +113,7 @@ __all__ = [
     "Auto",
     "DLPackOperator",
     "DefaultSampler",
+    "Derivatives",
     "Dense",
     "DirectionInfo",
     "DirectionSolver",

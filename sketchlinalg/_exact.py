@@ -61,7 +61,7 @@ class Dense(DirectionSolver):
         """Form ``G = J^T J`` (and ``g = J^T r``); decompose it with ``"eigh"``."""
         J, xp = _check_system(J, r)
         Jd = J.to_dense()
-        G = Jd.T @ Jd
+        G = _dispatch.symmetric_product(xp, Jd.T)  # J^T J at syrk's flops
         g = None if r is None else Jd.T @ r
         return _gram_state(xp, self.factorization, Jd, G, r, g)
 
@@ -107,7 +107,8 @@ class Woodbury(DirectionSolver):
         """Form the kernel ``K = J J^T`` (decompose it with ``"eigh"``)."""
         J, xp = _check_system(J, r)
         Jd = J.to_dense()
-        return _gram_state(xp, self.factorization, Jd, Jd @ Jd.T, r, None)
+        K = _dispatch.symmetric_product(xp, Jd)  # J J^T at syrk's flops
+        return _gram_state(xp, self.factorization, Jd, K, r, None)
 
     def solve(
         self, state: GramState, rhs: Array | None = None, *, damping: float | Array

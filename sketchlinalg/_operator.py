@@ -316,8 +316,9 @@ class _GramOperator(LinearOperator):
 
     def to_dense(self) -> Array:
         J = self.jacobian.to_dense()
-        WJ = J if self.weights is None else self.weights[:, None] * J
-        return J.T @ WJ
+        if self.weights is None:
+            return _dispatch.symmetric_product(self.xp, J.T)
+        return J.T @ (self.weights[:, None] * J)
 
 
 class _KernelOperator(LinearOperator):
@@ -336,8 +337,9 @@ class _KernelOperator(LinearOperator):
 
     def to_dense(self) -> Array:
         J = self.jacobian.to_dense()
-        JW = J if self.weights is None else J * self.weights[None, :]
-        return JW @ J.T
+        if self.weights is None:
+            return _dispatch.symmetric_product(self.xp, J)
+        return (J * self.weights[None, :]) @ J.T
 
 
 def aslinearoperator(

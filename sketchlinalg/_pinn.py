@@ -25,6 +25,7 @@ from ._validation import check_int
 
 __all__ = [
     "PATHS",
+    "Derivatives",
     "JacobianOperator",
     "PINNSystem",
     "Term",
@@ -115,6 +116,48 @@ class PINNSystem(NamedTuple):
     residual: Any
     jacobian: JacobianOperator
     path: str
+
+
+class Derivatives(NamedTuple):
+    r"""A scalar function's value, gradient and (partial) Laplacian at one point, from one
+    forward pass (the adapters' ``derivatives``).
+
+    Attributes
+    ----------
+    value : array, 0-d
+        ``u(x)``.
+    gradient : array of shape (d,)
+        ``grad u(x)``: every first derivative, the time derivative included.
+    laplacian : array, 0-d
+        ``sum_{i in dims} d^2 u / dx_i^2`` over the requested coordinates (all by default).
+    """
+
+    value: Any
+    gradient: Any
+    laplacian: Any
+
+
+def laplacian_weights(dims: Any, d: int, where: str) -> list[float] | None:
+    """The 0/1 weights ``w_i`` of the Laplacian over the coordinates ``dims`` of a point
+    of ``d`` coordinates (``None``: all of them, the plain Laplacian)."""
+    if dims is None:
+        return None
+    items = [dims] if isinstance(dims, int) and not isinstance(dims, bool) else dims
+    try:
+        idx = list(items)
+    except TypeError:
+        idx = [None]
+    if not idx or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+        raise TypeError(f"{where}: laplacian_dims must be an int or a non-empty sequence of "
+                        f"ints, got {dims!r}")  # fmt: skip
+    bad = [i for i in idx if not -d <= i < d]
+    if bad:
+        raise ValueError(f"{where}: laplacian_dims {bad} out of range for a point of {d} "
+                         "coordinates")  # fmt: skip
+    chosen = {i % d for i in idx}
+    if len(chosen) != len(idx):
+        raise ValueError(f"{where}: laplacian_dims repeats a coordinate: {dims!r}")
+    return [1.0 if i in chosen else 0.0 for i in range(d)]
 
 
 class JacobianOperator(FunctionOperator):

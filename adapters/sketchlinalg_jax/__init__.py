@@ -9,7 +9,14 @@ variables of a Flax ``linen`` module. Natural-gradient work wants float64:
 ``jax.config.update("jax_enable_x64", True)`` before creating arrays; float32 works.
 """
 
-from ._diffops import LAPLACIAN_METHODS, divergence, gradient, laplacian, time_derivative
+from ._diffops import (
+    LAPLACIAN_METHODS,
+    derivatives,
+    divergence,
+    gradient,
+    laplacian,
+    time_derivative,
+)
 from ._least_squares import JACOBIAN_MODES, least_squares
 from ._operators import JacobianOperator, Params, apply_updates, jacobian_operator, split_params
 from ._optim import (
@@ -35,6 +42,7 @@ __all__ = [
     "Params",
     "Term",
     "apply_updates",
+    "derivatives",
     "divergence",
     "engd",
     "engd_woodbury",

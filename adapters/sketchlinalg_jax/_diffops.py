@@ -14,11 +14,18 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from sketchlinalg._pinn import laplacian_with_fallback
+from sketchlinalg._pinn import Derivatives, laplacian_weights, laplacian_with_fallback
 
-from ._forward_laplacian import Unsupported, forward_laplacian
+from ._forward_laplacian import Unsupported, forward_jet, forward_laplacian
 
-__all__ = ["LAPLACIAN_METHODS", "divergence", "gradient", "laplacian", "time_derivative"]
+__all__ = [
+    "LAPLACIAN_METHODS",
+    "derivatives",
+    "divergence",
+    "gradient",
+    "laplacian",
+    "time_derivative",
+]
 
 Scalar = Callable[[jax.Array], jax.Array]
 
@@ -34,6 +41,58 @@ def time_derivative(u: Scalar, x: jax.Array, index: int = 0) -> jax.Array:
     """``du/dx_index`` at ``x`` (one forward-mode JVP; ``index`` 0 is ``t`` by convention)."""
     e = jnp.zeros_like(x).at[index].set(1.0)
     return jax.jvp(u, (x,), (e,))[1]
+
+
+def derivatives(u: Scalar, x: jax.Array, *, laplacian_dims: object = None) -> Derivatives:
+    r"""Value, gradient and Laplacian of a scalar function at one point, in one forward pass.
+
+    Where a residual needs several derivatives of ``u`` (``u_t - kappa u_xx``, a transport
+    term beside a diffusion), one :func:`derivatives` replaces a :func:`time_derivative`
+    and a :func:`laplacian`: the forward Laplacian (Li et al. 2024) carries the value, the
+    ``d`` first derivatives and ``sum_{i in dims} d^2 u / dx_i^2`` together (``d + 2``
+    channels), so the network runs once under the parameters' gradient. A function outside
+    the forward rules takes reverse mode (gradient, Hessian diagonal), with a warning once.
+
+    Parameters
+    ----------
+    u : callable
+        ``u(x) -> scalar`` for ``x`` of shape ``(d,)``.
+    x : array of shape (d,)
+    laplacian_dims : int or sequence of int, optional
+        The coordinates the Laplacian sums over (e.g. ``[1, 2]`` for the spatial part of
+        ``x = (t, x_1, x_2)``); ``None``: all of them.
+
+    Returns
+    -------
+    sketchlinalg.Derivatives
+        ``(value, gradient, laplacian)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from sketchlinalg_jax import derivatives
+    >>> v, g, lap = derivatives(lambda y: y[0] * y[1] ** 2, jnp.array([2.0, 3.0]),
+    ...                         laplacian_dims=[1])
+    >>> float(v), g.tolist(), float(lap)  # u = t x^2: u_t = x^2, u_x = 2 t x, u_xx = 2 t
+    (18.0, [9.0, 12.0], 4.0)
+    """
+    if x.ndim != 1:
+        raise ValueError(f"derivatives: x must be one point of shape (d,), got shape {x.shape}")
+    w = laplacian_weights(laplacian_dims, x.shape[0], "derivatives")
+    weights = None if w is None else jnp.asarray(w, dtype=x.dtype)
+
+    def by_reverse_mode() -> Derivatives:
+        value, g = jax.value_and_grad(u)(x)
+        diag = jnp.diagonal(jax.hessian(u)(x))
+        lap = jnp.sum(diag) if weights is None else jnp.sum(weights * diag)
+        return Derivatives(jnp.reshape(value, ()), g, lap)
+
+    return laplacian_with_fallback(
+        lambda: Derivatives(*forward_jet(u, x, weights)),
+        by_reverse_mode,
+        "reverse mode",
+        Unsupported,
+    )
 
 
 def divergence(v: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:

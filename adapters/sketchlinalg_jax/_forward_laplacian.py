@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
-__all__ = ["Unsupported", "forward_laplacian"]
+__all__ = ["Unsupported", "forward_jet", "forward_laplacian"]
 
 
 class Unsupported(NotImplementedError):
@@ -148,7 +148,14 @@ def _packed(fn: Callable[[jax.Array], jax.Array], a: _Jet) -> _Jet:
     return _Jet(out[0], out[1 : d + 1], out[d + 1])
 
 
-def _product(eqn: Any, a: Any, b: Any) -> _Jet:
+def _wsum(x: jax.Array, w: jax.Array | None) -> jax.Array:
+    """``sum_i w_i x_i`` over the leading (direction) axis; ``w`` None: all ones."""
+    if w is None:
+        return jnp.sum(x, axis=0)
+    return jnp.tensordot(w.astype(x.dtype), x, axes=1)
+
+
+def _product(eqn: Any, a: Any, b: Any, w: jax.Array | None = None) -> _Jet:
     """``mul`` or ``dot_general``: bilinear."""
     if not isinstance(b, _Jet):
         return _packed(lambda t: _bind(eqn, t, b), a)
@@ -158,13 +165,12 @@ def _product(eqn: Any, a: Any, b: Any) -> _Jet:
     grad = _channels(lambda p: _bind(eqn, p, b.value), a.grad, jets=(True,)) + _channels(
         lambda q: _bind(eqn, a.value, q), b.grad, jets=(True,)
     )
-    cross = jnp.sum(_channels(lambda p, q: _bind(eqn, p, q), a.grad, b.grad, jets=(True, True)),
-                    axis=0)  # fmt: skip
+    cross = _wsum(_channels(lambda p, q: _bind(eqn, p, q), a.grad, b.grad, jets=(True, True)), w)
     lap = _bind(eqn, a.lap, b.value) + _bind(eqn, a.value, b.lap) + 2 * cross
     return _Jet(value, grad, lap)
 
 
-def _elementwise(eqn: Any, vals: list[Any]) -> _Jet:
+def _elementwise(eqn: Any, vals: list[Any], w: jax.Array | None = None) -> _Jet:
     """An elementwise primitive: its first and second partials by nested JVPs.
 
     With jets ``a`` (and ``b``) among the operands:
@@ -203,7 +209,7 @@ def _elementwise(eqn: Any, vals: list[Any]) -> _Jet:
         (a,) = jets
         value, fa, faa = second(0, 0)
         grad = jax.vmap(lambda g: fa * g)(a.grad)
-        lap = fa * a.lap + faa * jnp.sum(a.grad**2, axis=0)
+        lap = fa * a.lap + faa * _wsum(a.grad**2, w)
         return _Jet(value, grad, lap)
     a, b = jets
     value, fa, faa = second(0, 0)
@@ -213,9 +219,9 @@ def _elementwise(eqn: Any, vals: list[Any]) -> _Jet:
     lap = (
         fa * a.lap
         + fb * b.lap
-        + faa * jnp.sum(a.grad**2, axis=0)
-        + 2 * fab * jnp.sum(a.grad * b.grad, axis=0)
-        + fbb * jnp.sum(b.grad**2, axis=0)
+        + faa * _wsum(a.grad**2, w)
+        + 2 * fab * _wsum(a.grad * b.grad, w)
+        + fbb * _wsum(b.grad**2, w)
     )
     return _Jet(value, grad, lap)
 
@@ -226,7 +232,10 @@ def _is_float(var: Any) -> bool:
     return dtype is not None and bool(jnp.issubdtype(dtype, jnp.inexact))
 
 
-def _eval(jaxpr: Jaxpr, consts: list[Any], args: list[Any]) -> list[Any]:
+def _eval(
+    jaxpr: Jaxpr, consts: list[Any], args: list[Any], w: jax.Array | None = None
+) -> list[Any]:
+    """Interpret ``jaxpr`` on jets; ``w``: the Laplacian's weights (None: all ones)."""
     env: dict[Any, Any] = {}
 
     def read(v: Any) -> Any:
@@ -248,18 +257,18 @@ def _eval(jaxpr: Jaxpr, consts: list[Any], args: list[Any]) -> list[Any]:
         elif name in _CALLS:
             inner = eqn.params[_CALLS[name]]
             if isinstance(inner, ClosedJaxpr):
-                out = _eval(inner.jaxpr, list(inner.consts), vals)
+                out = _eval(inner.jaxpr, list(inner.consts), vals, w)
             else:
-                out = _eval(inner, [], vals)
+                out = _eval(inner, [], vals, w)
         elif name in ("mul", "dot_general"):
-            out = _product(eqn, *vals)
+            out = _product(eqn, vals[0], vals[1], w)
         elif name in _LINEAR:
             out = _linear(eqn, vals)
         elif name in _ELEMENTWISE:
             if name == "div" and not isinstance(vals[1], _Jet):
                 out = _linear_in_first(eqn, vals)
             else:
-                out = _elementwise(eqn, vals)
+                out = _elementwise(eqn, vals, w)
         else:
             raise Unsupported(f"no forward-Laplacian rule for {name!r}")
         outs = out if eqn.primitive.multiple_results or isinstance(out, list) else [out]
@@ -280,8 +289,49 @@ def _linear_in_first(eqn: Any, vals: list[Any]) -> _Jet:
     )
 
 
+def forward_jet(
+    u: Callable[[jax.Array], jax.Array], x: jax.Array, weights: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Value, gradient and (weighted) Laplacian of a scalar function at one point, forward.
+
+    One pass with ``d + 2`` channels gives ``u(x)``, ``grad u(x)`` and
+    ``sum_i w_i d^2 u / dx_i^2`` (the Laplacian for ``weights=None``).
+
+    Parameters
+    ----------
+    u : callable
+        ``u(x)`` of one point ``x`` of shape ``(d,)``, returning a scalar (or one element).
+    x : array of shape (d,)
+    weights : array of shape (d,), optional
+        The ``w_i``; ``None``: all ones.
+
+    Returns
+    -------
+    value : scalar
+    gradient : array of shape (d,)
+    laplacian : scalar
+
+    Raises
+    ------
+    Unsupported
+        ``u`` holds a primitive without a forward-Laplacian rule.
+    """
+    if x.ndim != 1:
+        raise ValueError(f"x must be one point of shape (d,), got shape {x.shape}")
+    closed = jax.make_jaxpr(u)(x)
+    seed = _Jet(x, jnp.eye(x.shape[0], dtype=x.dtype), jnp.zeros_like(x))
+    (out,) = _eval(closed.jaxpr, list(closed.consts), [seed], weights)
+    if not isinstance(out, _Jet):  # u does not depend on x
+        zero = jnp.zeros((), dtype=x.dtype)
+        return jnp.reshape(jnp.asarray(out, dtype=x.dtype), ()), jnp.zeros_like(x), zero
+    if out.value.size != 1:
+        raise ValueError(f"u(x) must return a scalar, got shape {out.value.shape}")
+    return jnp.reshape(out.value, ()), jnp.reshape(out.grad, x.shape), jnp.reshape(out.lap, ())
+
+
 def forward_laplacian(u: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
-    """Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point, forward.
+    """Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point, forward
+    (:func:`forward_jet`'s third output).
 
     Parameters
     ----------
@@ -298,13 +348,4 @@ def forward_laplacian(u: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.
     Unsupported
         ``u`` holds a primitive without a forward-Laplacian rule.
     """
-    if x.ndim != 1:
-        raise ValueError(f"x must be one point of shape (d,), got shape {x.shape}")
-    closed = jax.make_jaxpr(u)(x)
-    seed = _Jet(x, jnp.eye(x.shape[0], dtype=x.dtype), jnp.zeros_like(x))
-    (out,) = _eval(closed.jaxpr, list(closed.consts), [seed])
-    if not isinstance(out, _Jet):  # u does not depend on x
-        return jnp.zeros((), dtype=x.dtype)
-    if out.value.size != 1:
-        raise ValueError(f"u(x) must return a scalar, got shape {out.value.shape}")
-    return jnp.reshape(out.lap, ())
+    return forward_jet(u, x)[2]

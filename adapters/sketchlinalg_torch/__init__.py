@@ -26,7 +26,14 @@ import warnings as _warnings
 
 import torch as _torch
 
-from ._diffops import LAPLACIAN_METHODS, divergence, gradient, laplacian, time_derivative
+from ._diffops import (
+    LAPLACIAN_METHODS,
+    derivatives,
+    divergence,
+    gradient,
+    laplacian,
+    time_derivative,
+)
 from ._operators import JacobianOperator, jacobian_operator, to_scipy
 from ._optim import (
     ENGD,
@@ -52,6 +59,7 @@ __all__ = [
     "NystromPCG",
     "PINNSystem",
     "Term",
+    "derivatives",
     "divergence",
     "gradient",
     "jacobian_operator",

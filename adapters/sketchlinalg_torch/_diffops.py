@@ -14,11 +14,18 @@ from collections.abc import Callable
 import torch
 from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
 
-from sketchlinalg._pinn import laplacian_with_fallback
+from sketchlinalg._pinn import Derivatives, laplacian_weights, laplacian_with_fallback
 
-from ._forward_laplacian import Unsupported, forward_laplacian
+from ._forward_laplacian import Unsupported, forward_jet, forward_laplacian
 
-__all__ = ["LAPLACIAN_METHODS", "divergence", "gradient", "laplacian", "time_derivative"]
+__all__ = [
+    "LAPLACIAN_METHODS",
+    "derivatives",
+    "divergence",
+    "gradient",
+    "laplacian",
+    "time_derivative",
+]
 
 Scalar = Callable[[torch.Tensor], torch.Tensor]
 
@@ -68,6 +75,59 @@ def time_derivative(u: Scalar, x: torch.Tensor, index: int = 0) -> torch.Tensor:
         raise ValueError(f"index must be an int in [0, {x.shape[0]}), got {index!r}")
     e = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)[index]
     return jvp(u, (x,), (e,))[1]
+
+
+def derivatives(u: Scalar, x: torch.Tensor, *, laplacian_dims: object = None) -> Derivatives:
+    r"""Value, gradient and Laplacian of a scalar function at one point, in one forward pass.
+
+    Where a residual needs several derivatives of ``u`` (``u_t - kappa u_xx``, a transport
+    term beside a diffusion), one :func:`derivatives` replaces a :func:`time_derivative`
+    and a :func:`laplacian`: the forward Laplacian (Li et al. 2024) carries the value, the
+    ``d`` first derivatives and ``sum_{i in dims} d^2 u / dx_i^2`` together (``d + 2``
+    channels), so the network runs once and its parameters' gradient is one reverse pass
+    (separate calls run it once per operator and sum their per-point parameter gradients,
+    which costs more than the passes themselves). A function outside the forward rules
+    takes reverse mode (gradient, Hessian diagonal), with a warning once.
+
+    Parameters
+    ----------
+    u : callable
+        ``u(x) -> scalar`` tensor for ``x`` of shape ``(d,)``.
+    x : torch.Tensor of shape (d,)
+    laplacian_dims : int or sequence of int, optional
+        The coordinates the Laplacian sums over (e.g. ``[1, 2]`` for the spatial part of
+        ``x = (t, x_1, x_2)``); ``None``: all of them.
+
+    Returns
+    -------
+    sketchlinalg.Derivatives
+        ``(value, gradient, laplacian)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sketchlinalg_torch import derivatives
+    >>> x = torch.tensor([2.0, 3.0], dtype=torch.float64)
+    >>> v, g, lap = derivatives(lambda y: y[0] * y[1] ** 2, x, laplacian_dims=[1])
+    >>> float(v), g.tolist(), float(lap)  # u = t x^2: u_t = x^2, u_x = 2 t x, u_xx = 2 t
+    (18.0, [9.0, 12.0], 4.0)
+    """
+    _check_point(x, "derivatives")
+    w = laplacian_weights(laplacian_dims, x.shape[0], "derivatives")
+    weights = None if w is None else torch.tensor(w, dtype=x.dtype, device=x.device)
+
+    def by_reverse_mode() -> Derivatives:
+        g, value = torch.func.grad_and_value(u)(x)
+        diag = torch.diagonal(jacrev(grad(u))(x))
+        lap = diag.sum() if weights is None else (weights * diag).sum()
+        return Derivatives(value.reshape(()), g, lap)
+
+    return laplacian_with_fallback(
+        lambda: Derivatives(*forward_jet(u, x, weights)),
+        by_reverse_mode,
+        "reverse mode",
+        Unsupported,
+    )
 
 
 def divergence(v: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch.func
 import torch.nn.functional as F
 from torch.func import vmap
 
-__all__ = ["Jet", "Unsupported", "forward_laplacian"]
+__all__ = ["Jet", "Unsupported", "forward_jet", "forward_laplacian"]
 
 
 class Unsupported(NotImplementedError):
@@ -48,10 +48,20 @@ class Jet:
     value : torch.Tensor of shape S
     grad : torch.Tensor of shape (d, *S)
     lap : torch.Tensor of shape S
+        ``sum_i w_i d^2 v / dx_i^2``: the Laplacian (``weights`` None) or a weighted one.
+    weights : torch.Tensor of shape (d,) or None
+        The ``w_i`` of ``lap`` (a 0/1 mask: the Laplacian over some coordinates only, while
+        ``grad`` holds every first derivative); ``None``: all ones.
     """
 
-    def __init__(self, value: torch.Tensor, grad: torch.Tensor, lap: torch.Tensor) -> None:
-        self.value, self.grad, self.lap = value, grad, lap
+    def __init__(
+        self,
+        value: torch.Tensor,
+        grad: torch.Tensor,
+        lap: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> None:
+        self.value, self.grad, self.lap, self.weights = value, grad, lap, weights
 
     # -- what modules ask of their input ---------------------------------------------------
     shape = property(lambda self: self.value.shape)
@@ -158,9 +168,16 @@ def _is_jet(v: Any) -> bool:
     return isinstance(v, Jet)
 
 
+def _weighted(grad: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``w_i d_i v``: the gradient channels scaled by the Laplacian's weights."""
+    if weights is None:
+        return grad
+    return grad * weights.reshape(-1, *([1] * (grad.ndim - 1)))
+
+
 def _structural(fn: Callable[[torch.Tensor], torch.Tensor], a: Jet) -> Jet:
     """A linear map of one operand, applied to each channel."""
-    return Jet(fn(a.value), vmap(fn)(a.grad), fn(a.lap))
+    return Jet(fn(a.value), vmap(fn)(a.grad), fn(a.lap), a.weights)
 
 
 def _packed(fn: Callable[[torch.Tensor], torch.Tensor], a: Jet) -> Jet:
@@ -168,7 +185,7 @@ def _packed(fn: Callable[[torch.Tensor], torch.Tensor], a: Jet) -> Jet:
     product for a layer, and one batched product for its per-point weight gradient)."""
     d = a.grad.shape[0]
     out = vmap(fn)(torch.cat([a.value[None], a.grad, a.lap[None]]))
-    return Jet(out[0], out[1 : d + 1], out[d + 1])
+    return Jet(out[0], out[1 : d + 1], out[d + 1], a.weights)
 
 
 def _to(a: Any, shape: torch.Size) -> Jet:
@@ -179,7 +196,7 @@ def _to(a: Any, shape: torch.Size) -> Jet:
 
 
 def _neg(a: Any) -> Any:
-    return Jet(-a.value, -a.grad, -a.lap) if _is_jet(a) else -a
+    return Jet(-a.value, -a.grad, -a.lap, a.weights) if _is_jet(a) else -a
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -188,10 +205,10 @@ def _add(a: Any, b: Any) -> Any:
     if not _is_jet(b):
         value = a.value + b
         a = _to(a, value.shape)
-        return Jet(value, a.grad, a.lap)
+        return Jet(value, a.grad, a.lap, a.weights)
     value = a.value + b.value
     a, b = _to(a, value.shape), _to(b, value.shape)
-    return Jet(value, a.grad + b.grad, a.lap + b.lap)
+    return Jet(value, a.grad + b.grad, a.lap + b.lap, a.weights)
 
 
 def _sub(a: Any, b: Any, *, alpha: Any = None) -> Any:
@@ -207,9 +224,9 @@ def _bilinear(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Jet:
     if not _is_jet(a):
         return _packed(lambda t: op(a, t), b)
     grad = vmap(lambda t: op(t, b.value))(a.grad) + vmap(lambda t: op(a.value, t))(b.grad)
-    cross = vmap(op)(a.grad, b.grad).sum(0)
+    cross = vmap(op)(_weighted(a.grad, a.weights), b.grad).sum(0)
     lap = op(a.lap, b.value) + op(a.value, b.lap) + 2 * cross
-    return Jet(op(a.value, b.value), grad, lap)
+    return Jet(op(a.value, b.value), grad, lap, a.weights)
 
 
 def _mul(a: Any, b: Any) -> Jet:
@@ -228,7 +245,7 @@ def _linear(a: Any, weight: Any, bias: Any = None) -> Jet:
     d = a.grad.shape[0]
     # one matrix product for all d + 2 channels (F.linear acts on the last axis)
     z = F.linear(torch.cat([a.value[None], a.grad, a.lap[None]]), weight)
-    out = Jet(z[0], z[1 : d + 1], z[d + 1])
+    out = Jet(z[0], z[1 : d + 1], z[d + 1], a.weights)
     if bias is None:
         return out
     return _add(out, bias)
@@ -257,8 +274,8 @@ def _elementwise(
         d1 = first(a.value)
         d2 = torch.func.grad(lambda t: first(t).sum())(a.value)
     grad = d1 * a.grad
-    lap = d1 * a.lap + d2 * (a.grad * a.grad).sum(0)
-    return Jet(value, grad, lap)
+    lap = d1 * a.lap + d2 * (_weighted(a.grad, a.weights) * a.grad).sum(0)
+    return Jet(value, grad, lap, a.weights)
 
 
 def _tanh_derivatives(v: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,7 +340,8 @@ def _join(fn: Callable[..., torch.Tensor]) -> Callable[..., Jet]:
     """``torch.stack`` / ``torch.cat``: linear in every tensor of the sequence."""
 
     def rule(tensors: Sequence[Any], dim: int = 0) -> Jet:
-        d = next(t for t in tensors if _is_jet(t)).grad.shape[0]
+        first = next(t for t in tensors if _is_jet(t))
+        d = first.grad.shape[0]
         values, grads, laps = [], [], []
         for t in tensors:
             if _is_jet(t):
@@ -334,7 +352,8 @@ def _join(fn: Callable[..., torch.Tensor]) -> Callable[..., Jet]:
             values.append(value)
             grads.append(grad)
             laps.append(lap)
-        return Jet(fn(values, dim), fn(grads, dim + 1 if dim >= 0 else dim), fn(laps, dim))
+        grad = fn(grads, dim + 1 if dim >= 0 else dim)
+        return Jet(fn(values, dim), grad, fn(laps, dim), first.weights)
 
     return rule
 
@@ -400,8 +419,47 @@ _RULES: dict[str, Callable[..., Any]] = {
 }
 
 
+def forward_jet(
+    u: Callable[[Any], Any], x: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Value, gradient and (weighted) Laplacian of a scalar function at one point, forward.
+
+    One pass with ``d + 2`` channels gives ``u(x)``, ``grad u(x)`` and
+    ``sum_i w_i d^2 u / dx_i^2`` (the Laplacian for ``weights=None``).
+
+    Parameters
+    ----------
+    u : callable
+        ``u(x)`` of one point ``x`` of shape ``(d,)``, returning one element.
+    x : torch.Tensor of shape (d,)
+    weights : torch.Tensor of shape (d,), optional
+        The ``w_i``; ``None``: all ones.
+
+    Returns
+    -------
+    value : torch.Tensor, 0-d
+    gradient : torch.Tensor of shape (d,)
+    laplacian : torch.Tensor, 0-d
+
+    Raises
+    ------
+    Unsupported
+        ``u`` calls a torch function without a forward-Laplacian rule.
+    """
+    d = x.shape[0]
+    seed = Jet(x, torch.eye(d, dtype=x.dtype, device=x.device), torch.zeros_like(x), weights)
+    out = u(seed)
+    if not _is_jet(out):  # u does not depend on x
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.as_tensor(out, dtype=x.dtype, device=x.device).reshape(()), x * 0, zero
+    if out.value.numel() != 1:
+        raise ValueError(f"u(x) must return one element, got shape {tuple(out.value.shape)}")
+    return out.value.reshape(()), out.grad.reshape(d), out.lap.reshape(())
+
+
 def forward_laplacian(u: Callable[[Any], Any], x: torch.Tensor) -> torch.Tensor:
-    """Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point, forward.
+    """Laplacian ``sum_i d^2 u / dx_i^2`` of a scalar function at one point, forward
+    (:func:`forward_jet`'s third output).
 
     Parameters
     ----------
@@ -418,11 +476,4 @@ def forward_laplacian(u: Callable[[Any], Any], x: torch.Tensor) -> torch.Tensor:
     Unsupported
         ``u`` calls a torch function without a forward-Laplacian rule.
     """
-    d = x.shape[0]
-    seed = Jet(x, torch.eye(d, dtype=x.dtype, device=x.device), torch.zeros_like(x))
-    out = u(seed)
-    if not _is_jet(out):  # u does not depend on x
-        return torch.zeros((), dtype=x.dtype, device=x.device)
-    if out.value.numel() != 1:
-        raise ValueError(f"u(x) must return one element, got shape {tuple(out.value.shape)}")
-    return out.lap.reshape(())
+    return forward_jet(u, x)[2]

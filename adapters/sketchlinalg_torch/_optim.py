@@ -276,6 +276,8 @@ class NaturalGradient(torch.optim.Optimizer):
                 res = self.residual_fn({**base, **moved}, **res_kwargs)  # type: ignore[misc]
                 return 0.5 * (res * res).sum()
 
+            if etas.shape[0] == 1:  # the sequential grid: no vmap overhead for one point
+                return loss(etas[0])[None]
             return vmap(loss)(etas)
 
         state = self.state[next(iter(named.values()))]

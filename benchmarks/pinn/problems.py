@@ -167,10 +167,9 @@ def _heat1d() -> Problem:
     kappa = 0.25
 
     def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
-        # x = (t, x); u_t - kappa u_xx.
-        u_t = d.time_derivative(u, x, 0)
-        u_xx = d.laplacian(lambda s: u(m.stack([x[0], s[0]])), x[1:])
-        return u_t - kappa * u_xx
+        # x = (t, x); u_t - kappa u_xx (both from one forward pass)
+        _, grad, u_xx = d.derivatives(u, x, laplacian_dims=[1])
+        return grad[0] - kappa * u_xx
 
     def initial(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
         return u(x) - m.sin(PI * x[1])
@@ -218,7 +217,8 @@ def _nonlinear_bvp() -> Problem:
     def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
         c = m.cos(PI * x[0])
         f = PI**2 * c + c**3
-        return -d.laplacian(u, x) + u(x) ** 3 - f
+        value, _, lap = d.derivatives(u, x)  # u and its Laplacian from one pass
+        return -lap + value**3 - f
 
     def boundary(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
         return u(x) + 1.0
@@ -407,7 +407,8 @@ def _reaction1d() -> Problem:
 
     def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
         def residual_of(v: Callable[[Any], Any]) -> Any:
-            return -(eps**2) * d.laplacian(v, x) + v(x) ** 3 - v(x)
+            value, _, lap = d.derivatives(v, x)
+            return -(eps**2) * lap + value**3 - value
 
         f = residual_of(lambda y: exact(m, y))
         return 1e-3 * (residual_of(u) - f)
