@@ -254,7 +254,7 @@ def _transport(beta: float) -> Problem:
     two_pi = 2 * PI
 
     def interior(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
-        g = d.gradient(u, x)
+        g = d.derivatives(u, x).gradient  # forward: each layer's weights used once
         return g[0] + beta * g[1]
 
     def initial(m: Any, d: Any, u: Callable[[Any], Any], x: Any) -> Any:
