@@ -79,15 +79,19 @@ def model(method: str, N: int, P: int, rank: int) -> dict[str, Any]:
     ``nystrom-pcg`` that, plus one all-reduce of ``P`` (``J^T (J p)``) per CG iteration;
     ``engd`` one all-reduce of ``J^T J``, ``J^T r`` and the loss (``P^2 + P + 1``).
     Every other collective is a scalar all-reduce: a trial loss of the line search (or of the
-    damping's gain ratio). Residual-space methods (``engd-woodbury``, ``spring``) form the
-    ``N x N`` kernel: one all-gather of ``J`` (``N P`` elements), then kernel-sized traffic.
+    damping's gain ratio); XLA may also reduce the loss apart from its block. Residual-space
+    methods (``engd-woodbury``, ``spring``) form the ``N x N`` kernel: one all-gather of
+    ``J`` (``N P`` elements), then kernel-sized traffic. Sizes are per device (the compiled
+    module is the program of one device).
     """
-    if method == "sngd":
+    if method in ("sngd", "sngd-matrix-free"):  # matrix-free: J^T (J Omega) by VJPs
         return {"blocks": [P * (rank + 1) + 1], "per_cg_iteration": None}
     if method == "nystrom-pcg":
         return {"blocks": [P * (rank + 1) + 1], "per_cg_iteration": P}
     if method == "engd":
         return {"blocks": [P * P + P + 1], "per_cg_iteration": None}
+    if method == "sngd-adaptive":  # per rung l: P (l+1) + 1; the exact top rung gathers J
+        return {}
     return {"gather_J": N * P, "kernel": N * N}
 
 
@@ -112,10 +116,15 @@ def main() -> dict[str, Any]:
         "engd": slj.engd,
         "engd-woodbury": slj.engd_woodbury,
         "spring": slj.spring,
+        "sngd-adaptive": slj.sngd,  # the defaults: the sketch size adapts
+        "sngd-matrix-free": functools.partial(slj.sngd, rank=RANK),
     }
 
     def optimizer(method: str, sharding: Any) -> Any:
-        system = functools.partial(slj.pinn_system, ex.mlp, terms=terms, sharding=sharding)
+        path = "matrix-free" if method.endswith("matrix-free") else "auto"
+        system = functools.partial(
+            slj.pinn_system, ex.mlp, terms=terms, sharding=sharding, path=path
+        )
         residual = functools.partial(slj.pinn_residual, ex.mlp, terms=terms, sharding=sharding)
         return factories[method](system, residual_fn=residual, seed=3)
 
@@ -184,6 +193,19 @@ def main() -> dict[str, Any]:
         "status_nonfinite": int(sl.Status.NONFINITE),
         "loss_finite": bool(np.isfinite(float(s.loss))),
     }
+
+    # refused: an eager step on sharded rows; a term whose points do not split evenly
+    opt = optimizer("sngd", rows)
+    errors = {}
+    try:
+        opt.update(None, s_r, p_r, points=sharded_points)
+    except ValueError as exc:
+        errors["eager"] = str(exc)
+    try:
+        slj.pinn_system(ex.mlp, params, terms, points=[points[0][:10], points[1]], sharding=rows)
+    except ValueError as exc:
+        errors["uneven"] = str(exc)
+    result["errors"] = errors
     return result
 
 

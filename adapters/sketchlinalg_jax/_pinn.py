@@ -197,7 +197,7 @@ def pinn_system(
     kernels = [jax.vmap(jax.value_and_grad(row), in_axes=(None, 0)) for row in rows]
     if rs is not None:
         return _sharded_system(
-            rs, terms, flat, unravel, apply, params, kernels, path, memory_budget, chunk_size
+            rs, terms, flat, unravel, params, rows, kernels, path, memory_budget, chunk_size
         )
 
     def matrix_free() -> tuple[jax.Array, sl.JacobianOperator]:
@@ -236,8 +236,8 @@ def _sharded_system(
     terms: Sequence[Term],
     flat: jax.Array,
     unravel: Callable[[jax.Array], PyTree],
-    apply: Model,
     params: PyTree,
+    rows: list[Any],
     kernels: list[Any],
     path: str,
     memory_budget: int | None,
@@ -255,11 +255,21 @@ def _sharded_system(
         itemsize = 4 if flat.dtype == jnp.float32 else 8
         path = sl.jacobian_path(sum(sizes) // rs.shards, P, itemsize=itemsize, memory_budget=budget)
     if path == "matrix-free":
-        r, J = jacobian_operator(
-            lambda p: pinn_residual(apply, p, terms, sharding=rs.spec(1)),
-            params,
-            chunk_size=chunk_size,
-        )
+        D = rs.shards
+
+        def residual(p: PyTree) -> jax.Array:
+            # one copy of the parameters per shard: a transposed product (J^T Y) sums the
+            # contributions of every term on its shard, then all-reduces once
+            thetas = rs.constrain(jnp.broadcast_to(split_params(p).flat, (D, P)))
+            parts = []
+            for k, t in enumerate(terms):
+                pts = rs.constrain(jnp.reshape(t.points, (D, -1, *t.points.shape[1:])))
+                values = jax.vmap(jax.vmap(rows[k], in_axes=(None, 0)))(thetas, pts)
+                parts.append(_scale(t) * values)
+            out = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+            return rs.constrain(jnp.reshape(out, (-1,)))
+
+        r, J = jacobian_operator(residual, params, chunk_size=chunk_size)
         return PINNSystem(r, J, "matrix-free")
     values, grads = [], []
     for k, t in enumerate(terms):
