@@ -130,6 +130,28 @@ def test_row_space_communication_matches_model(cases, method):
     assert total == 8 * (sum(blocks) + len(cg) * (per_cg or 0) + len(scalars))
 
 
+def test_adaptive_sngd_gathers_J_only_at_its_exact_rung(cases):
+    """Every rung of the adaptive sketch size is a branch of a ``lax.switch``: sketch rungs
+    all-reduce ``P (l+1)`` (+ the loss), and only the exact top rung (``G`` in residual
+    form, taken when the rank reaches ``min(N, P)``, here ``N < P`` with a materialized
+    ``J``) all-gathers ``J``; what runs on every step moves no row-sized array."""
+    N, P, devices = cases["N"], cases["P"], cases["devices"]
+    ops = cases["methods"]["sngd-adaptive"]["collectives"]
+    _no_row_sized({"collectives": [c for c in ops if not c["conditional"]]}, N, devices)
+    gathers_J = [c for c in ops if c["elements"] == N * P]
+    assert len(gathers_J) == 1 and gathers_J[0]["op"] == "all-gather"
+    assert gathers_J[0]["conditional"]
+    rungs = {
+        c["shapes"][-1][1] - 1
+        for c in ops
+        if c["op"] == "all-reduce" and c["shapes"][-1][:1] == [P] and len(c["shapes"][-1]) == 2
+    }
+    assert len(rungs - {0}) >= 2, rungs  # sketch sizes l (and l = 0: J^T r alone)
+    for c in ops:
+        if c["op"] == "all-reduce" and c["elements"] > P + 3:
+            assert c["conditional"] and c["elements"] % P in (0, 1), c  # P (l+1) (+ loss)
+
+
 @pytest.mark.parametrize("method", ["engd-woodbury", "spring"])
 def test_residual_space_communication_matches_model(cases, method):
     """The ``N x N`` kernel needs all of ``J`` on every device: one all-gather of ``N P``
