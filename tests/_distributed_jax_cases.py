@@ -133,7 +133,7 @@ def model(method: str, N: int, P: int, rank: int) -> dict[str, Any]:
     ``J`` (``N P`` elements), then kernel-sized traffic. Sizes are per device (the compiled
     module is the program of one device).
     """
-    if method in ("sngd", "sngd-matrix-free"):  # matrix-free: J^T (J Omega) by VJPs
+    if method in ("sngd", "sngd-matrix-free", "sngd-chunked"):  # matrix-free: by VJPs
         return {"blocks": [P * (rank + 1) + 1], "per_cg_iteration": None}
     if method == "nystrom-pcg":
         return {"blocks": [P * (rank + 1) + 1], "per_cg_iteration": P}
@@ -167,12 +167,14 @@ def main() -> dict[str, Any]:
         "spring": slj.spring,
         "sngd-adaptive": slj.sngd,  # the defaults: the sketch size adapts
         "sngd-matrix-free": functools.partial(slj.sngd, rank=RANK),
+        "sngd-chunked": functools.partial(slj.sngd, rank=RANK),  # chunks of 5 points per shard
     }
 
     def optimizer(method: str, sharding: Any) -> Any:
         path = "matrix-free" if method.endswith("matrix-free") else "auto"
+        chunk = 5 if method.endswith("chunked") else None
         system = functools.partial(
-            slj.pinn_system, ex.mlp, terms=terms, sharding=sharding, path=path
+            slj.pinn_system, ex.mlp, terms=terms, sharding=sharding, path=path, chunk_size=chunk
         )
         residual = functools.partial(slj.pinn_residual, ex.mlp, terms=terms, sharding=sharding)
         return factories[method](system, residual_fn=residual, seed=3)

@@ -39,8 +39,9 @@ METHODS = (
     "spring",
     "sngd-adaptive",
     "sngd-matrix-free",
+    "sngd-chunked",
 )
-ROW_SPACE = ("sngd", "nystrom-pcg", "engd", "sngd-matrix-free")
+ROW_SPACE = ("sngd", "nystrom-pcg", "engd", "sngd-matrix-free", "sngd-chunked")
 
 
 def _env() -> dict[str, str]:
@@ -216,14 +217,18 @@ def test_sharding_argument_is_checked():
         )
 
 
-@pytest.mark.parametrize("path", ["materialized", "matrix-free"])
-def test_sharding_on_one_device_is_the_plain_system(path):
+@pytest.mark.parametrize(
+    ("path", "chunk_size"), [("materialized", None), ("materialized", 3), ("matrix-free", None)]
+)
+def test_sharding_on_one_device_is_the_plain_system(path, chunk_size):
     """A mesh of one device: the same residual and Jacobian (one term: the same order)."""
     params = {"w": jnp.linspace(0.5, 1.5, 3), "b": jnp.linspace(-0.2, 0.2, 3)}
     model = lambda p, x: jnp.sum(_model(p, x))  # noqa: E731
     sharding = NamedSharding(_mesh(AxisType.Auto), PS("data"))
     plain = slj.pinn_system(model, params, _terms(), path=path)
-    sharded = slj.pinn_system(model, params, _terms(), path=path, sharding=sharding)
+    sharded = slj.pinn_system(
+        model, params, _terms(), path=path, sharding=sharding, chunk_size=chunk_size
+    )
     assert sharded.path == plain.path == path
     np.testing.assert_allclose(np.asarray(sharded.residual), np.asarray(plain.residual))
     np.testing.assert_allclose(

@@ -166,8 +166,8 @@ def pinn_system(
         kernel instead). The rows are then ordered shard by shard (shard ``s``: its rows
         of term 0, of term 1, ...), which changes no step: ``||r||``, ``J^T J`` and
         ``J^T r`` are sums over rows. The materialized path builds each shard's rows in
-        one block (``chunk_size`` is not applied there); ``"auto"`` sizes a shard's
-        ``N / shards`` rows against ``memory_budget``. Use it under ``jax.jit`` (eager
+        one block, or ``chunk_size`` points at a time when given; ``"auto"`` sizes a
+        shard's ``N / shards`` rows against ``memory_budget``. Use it under ``jax.jit`` (eager
         calls work but run the step's Python branches on the host). Several hosts:
         ``jax.distributed.initialize()``, a mesh over ``jax.devices()`` and global point
         arrays (``jax.make_array_from_process_local_data``), then the same code.
@@ -273,12 +273,32 @@ def _sharded_system(
         return PINNSystem(r, J, "matrix-free")
     values, grads = [], []
     for k, t in enumerate(terms):
-        v, g = kernels[k](flat, rs.constrain(t.points))
+        v, g = _chunked_rows(rs, kernels[k], flat, t.points, chunk_size)
         scale = _scale(t)
         values.append(scale * _values(v, t, k))
         grads.append(scale * g)
     r, M = rs.stack(values), rs.stack(grads)
     return PINNSystem(r, sl.JacobianOperator.from_matrix(M, unflatten=unravel), "materialized")
+
+
+def _chunked_rows(
+    rs: RowSharding, kernel: Any, flat: jax.Array, points: jax.Array, chunk_size: int | None
+) -> tuple[jax.Array, jax.Array]:
+    """A term's residual rows and their gradients, each shard's points ``chunk_size`` at a
+    time (``jax.lax.map``; the last chunk padded with copies of the shard's last point)."""
+    D, n = rs.shards, int(points.shape[0]) // rs.shards
+    if chunk_size is None or chunk_size >= n:
+        return kernel(flat, rs.constrain(points))
+    c = int(chunk_size)
+    chunks = -(-n // c)
+    local = rs.constrain(jnp.reshape(points, (D, n, *points.shape[1:])))
+    pad = [(0, 0), (0, chunks * c - n)] + [(0, 0)] * (points.ndim - 1)
+    local = rs.constrain(jnp.pad(local, pad, mode="edge"))
+    blocks = jnp.moveaxis(jnp.reshape(local, (D, chunks, c, *points.shape[1:])), 1, 0)
+    v, g = jax.lax.map(lambda x: jax.vmap(kernel, in_axes=(None, 0))(flat, x), blocks)
+    v = jnp.reshape(jnp.moveaxis(v, 0, 1), (D, chunks * c))[:, :n]  # (chunks, D, c) -> rows
+    g = jnp.reshape(jnp.moveaxis(g, 0, 1), (D, chunks * c, -1))[:, :n]
+    return rs.constrain(jnp.reshape(v, (D * n,))), rs.constrain(jnp.reshape(g, (D * n, -1)))
 
 
 def _need(terms: Any, where: str) -> Any:
