@@ -158,19 +158,22 @@ def pinn_system(
     sharding : jax.sharding.NamedSharding, optional
         Data parallelism over collocation points:
         ``NamedSharding(mesh, PartitionSpec("data"))`` splits every term's points (their
-        leading axis, a multiple of the number of shards) over the mesh axis ``"data"``;
-        the rows of ``r`` and ``J`` stay on the device of their points, so under
-        ``jax.jit`` the optimizers' step computes ``J^T (J Omega)``, ``J^T r`` and the
-        loss as local products plus one all-reduce each, never gathering ``J``
-        (residual-space methods, ``engd_woodbury`` and ``spring``, all-gather the ``N x N``
-        kernel instead). The rows are then ordered shard by shard (shard ``s``: its rows
-        of term 0, of term 1, ...), which changes no step: ``||r||``, ``J^T J`` and
-        ``J^T r`` are sums over rows. The materialized path builds each shard's rows in
-        one block, or ``chunk_size`` points at a time when given; ``"auto"`` sizes a
-        shard's ``N / shards`` rows against ``memory_budget``. Use it under ``jax.jit`` (eager
-        calls work but run the step's Python branches on the host). Several hosts:
-        ``jax.distributed.initialize()``, a mesh over ``jax.devices()`` and global point
-        arrays (``jax.make_array_from_process_local_data``), then the same code.
+        leading axis, a multiple of the number of shards) over the mesh axis ``"data"``,
+        whose type must be ``AxisType.Auto`` (``jax.make_mesh`` defaults to ``Explicit``).
+        The rows of ``r`` and ``J`` stay on the device of their points, so under
+        ``jax.jit`` the optimizers' step computes ``J^T (J Omega)``, ``J^T r``, ``J^T J``
+        and the loss as local products plus all-reduces, never gathering ``J``; the
+        residual-space methods (``engd_woodbury``, ``spring``, and an adaptive SNGD's exact
+        top rung when ``N < P``) all-gather ``J`` once to form the ``N x N`` kernel. The
+        rows are ordered shard by shard (shard ``s``: its rows of term 0, of term 1, ...),
+        which changes no step: ``||r||``, ``J^T J`` and ``J^T r`` are sums over rows. The
+        materialized path builds each shard's rows in one block, or ``chunk_size`` points
+        at a time; ``"auto"`` sizes a shard's ``N / shards`` rows against
+        ``memory_budget``; the matrix-free path keeps one parameter copy per shard, so that
+        ``J^T Y`` is one all-reduce. The optimizers' ``update`` must then run under
+        ``jax.jit``, with the parameters and the state replicated. Several hosts:
+        ``jax.distributed.initialize()``, a mesh over ``jax.devices()``, global point
+        arrays (``jax.make_array_from_callback``), then the same code.
 
     Returns
     -------
