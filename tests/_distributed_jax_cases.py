@@ -4,8 +4,10 @@
 is imported (a pytest session has already imported JAX with one device, hence the
 subprocess: ``tests/test_distributed_jax.py``) and prints one JSON object: per method the
 relative difference of the sharded and the single-device update, the collectives of the
-compiled sharded step (from its HLO) and the communication model; the two loss curves of a
-20-step run; the update and the state of a step with one shard's residual non-finite.
+compiled sharded step (from its HLO) and the communication model; per method the loss
+curves of a 20-step run on one device, sharded, and on one device with the points in
+reverse order (how far roundoff alone moves the curve); the update and the state of a
+step with one shard's residual non-finite.
 """
 
 from __future__ import annotations
@@ -202,6 +204,19 @@ def main() -> dict[str, Any]:
         uNb, _, _ = compiled(pN, sN, sharded_points)
         if method == "sngd":
             sngd_steps = step1, compiled
+        # 20 steps: the sharded run follows the single-device loss curve
+        curves = {}
+        reversed_points = [x[::-1] for x in points]  # the same problem, other roundoff
+        for name, step, p, s, pts in (
+            ("one", step1, params, state, points),
+            ("sharded", compiled, p_r, s_r, sharded_points),
+            ("one_reordered", step1, params, state, reversed_points),
+        ):
+            losses = []
+            for _ in range(20):
+                _, p, s = step(p, s, pts)
+                losses.append(float(s.loss))
+            curves[name] = losses
         a, b = flat(u1), flat(uN)
         a2, b2 = flat(u1b), flat(uNb)
         leaves = jax.tree.leaves(uN)
@@ -212,23 +227,9 @@ def main() -> dict[str, Any]:
             "replicated": all(x.sharding.is_fully_replicated for x in leaves),
             "collectives": collectives(compiled.as_text()),
             "model": model(method, N, P, RANK),
+            "curves": curves,
         }
-
-    # 20 steps: the sharded run follows the single-device loss curve
-    curves = {}
     state = factories["sngd"](lambda p: None, seed=3).init(params)
-    for name, step, pts in zip(
-        ("one", "sharded"), sngd_steps, (points, sharded_points), strict=True
-    ):
-        p, s = params, state
-        if step is sngd_steps[1]:
-            p, s = jax.device_put((p, s), replicated)
-        losses = []
-        for _ in range(20):
-            _, p, s = step(p, s, pts)
-            losses.append(float(s.loss))
-        curves[name] = losses
-    result["curves"] = curves
 
     # one shard's residual non-finite: the whole step is skipped on every device
     interior = np.array(points[0])
