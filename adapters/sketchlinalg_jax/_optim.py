@@ -84,6 +84,14 @@ def natural_gradient(
     ``functools.partial(pinn_system, model, terms=terms)``). With ``line_search=None`` it
     chains with optax's line searches.
 
+    Data parallelism: with ``functools.partial(pinn_system, model, terms=terms,
+    sharding=rows)`` (and ``pinn_residual`` with the same ``sharding`` as ``residual_fn``)
+    the rows of ``r`` and ``J`` stay on the devices of their points; run ``update`` under
+    ``jax.jit`` (an eager call with sharded rows is refused) with the parameters and the
+    state replicated. XLA then turns ``J^T (J Omega)``, ``J^T r``, ``J^T J`` and the
+    trial losses into local products plus all-reduces; the sketch (one PRNG key), its
+    factorization and the update are computed replicated (:func:`pinn_system`).
+
     Parameters
     ----------
     system_fn : callable
@@ -130,6 +138,7 @@ def natural_gradient(
             )
         flat, unravel, as_updates = split_params(params)
         r, J = sl.check_system(system_fn(params, **system_kwargs(extra)), flat.shape[0])
+        _check_traced_if_sharded(r)
 
         def trial_loss(etas: jax.Array, d: jax.Array) -> jax.Array:
             def loss(eta: jax.Array) -> jax.Array:
@@ -146,6 +155,18 @@ def natural_gradient(
         return as_updates(step), NGDState(key, *new)
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _check_traced_if_sharded(r: Any) -> None:
+    """Rows sharded over devices (``pinn_system(..., sharding=...)``) need ``jax.jit``: the
+    eager step mixes row-sharded and replicated operands, which its checks refuse."""
+    if isinstance(r, jax.core.Tracer) or not isinstance(r, jax.Array):
+        return
+    if len(r.sharding.device_set) > 1 and not r.sharding.is_fully_replicated:
+        raise ValueError(
+            "the residual is sharded over several devices: run the optimizer's update under "
+            "jax.jit (a jitted training step), where XLA partitions the step"
+        )
 
 
 def sngd(system_fn: SystemFn, **kwargs: Any) -> optax.GradientTransformationExtraArgs:

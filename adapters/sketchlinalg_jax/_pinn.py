@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ import sketchlinalg as sl
 from sketchlinalg import PATHS, PINNSystem, Term
 
 from ._operators import jacobian_operator, split_params
+from ._sharding import RowSharding, row_sharding
 
 __all__ = ["PATHS", "PINNSystem", "Term", "pinn_residual", "pinn_system"]
 
@@ -79,17 +81,28 @@ def pinn_residual(
     terms: Sequence[Term] | None = None,
     *,
     points: Sequence[jax.Array] | None = None,
+    sharding: jax.sharding.NamedSharding | None = None,
 ) -> jax.Array:
     """The weighted residual vector ``r(params)`` of shape ``(N,)`` (no Jacobian).
 
     This is what line searches evaluate: one forward pass per point. ``model``,
-    ``params`` and ``terms`` as in :func:`pinn_system`; ``points`` (one array per term)
-    replaces the terms' points, e.g. freshly drawn ones.
+    ``params``, ``terms`` and ``sharding`` as in :func:`pinn_system` (with ``sharding``
+    the rows come in its shard-major order, the same as :func:`pinn_system`'s); ``points``
+    (one array per term) replaces the terms' points, e.g. freshly drawn ones.
     """
-    terms, flat, _, _, _, rows = _rows(model, params, _need(terms, "pinn_residual"), points,
-                                       "pinn_residual")  # fmt: skip
+    where = "pinn_residual"
+    rs = row_sharding(sharding)
+    terms, flat, _, _, _, rows = _rows(model, params, _need(terms, where), points, where)
     batched = [jax.vmap(row, in_axes=(None, 0)) for row in rows]
-    return sl.stack_residual(terms, lambda k, pts: batched[k](flat, pts), xp=jnp)
+    if rs is None:
+        return sl.stack_residual(terms, lambda k, pts: batched[k](flat, pts), xp=jnp)
+    rs.check([int(t.points.shape[0]) for t in terms], where)
+    return rs.stack(
+        [
+            _scale(t) * _values(batched[k](flat, rs.constrain(t.points)), t, k)
+            for k, t in enumerate(terms)
+        ]
+    )
 
 
 def pinn_system(
@@ -101,6 +114,7 @@ def pinn_system(
     memory_budget: int | None = None,
     chunk_size: int | None = None,
     points: Sequence[jax.Array] | None = None,
+    sharding: jax.sharding.NamedSharding | None = None,
 ) -> PINNSystem:
     """Residual and Jacobian operator of a PINN (:func:`sketchlinalg.build_pinn_system`).
 
@@ -141,6 +155,25 @@ def pinn_system(
     points : sequence of arrays, optional
         One array per term replacing its points (an optimizer passes them through its
         ``update(..., points=...)`` so that a training loop can resample).
+    sharding : jax.sharding.NamedSharding, optional
+        Data parallelism over collocation points:
+        ``NamedSharding(mesh, PartitionSpec("data"))`` splits every term's points (their
+        leading axis, a multiple of the number of shards) over the mesh axis ``"data"``,
+        whose type must be ``AxisType.Auto`` (``jax.make_mesh`` defaults to ``Explicit``).
+        The rows of ``r`` and ``J`` stay on the device of their points, so under
+        ``jax.jit`` the optimizers' step computes ``J^T (J Omega)``, ``J^T r``, ``J^T J``
+        and the loss as local products plus all-reduces, never gathering ``J``; the
+        residual-space methods (``engd_woodbury``, ``spring``, and an adaptive SNGD's exact
+        top rung when ``N < P``) all-gather ``J`` once to form the ``N x N`` kernel. The
+        rows are ordered shard by shard (shard ``s``: its rows of term 0, of term 1, ...),
+        which changes no step: ``||r||``, ``J^T J`` and ``J^T r`` are sums over rows. The
+        materialized path builds each shard's rows in one block, or ``chunk_size`` points
+        at a time; ``"auto"`` sizes a shard's ``N / shards`` rows against
+        ``memory_budget``; the matrix-free path keeps one parameter copy per shard, so that
+        ``J^T Y`` is one all-reduce. The optimizers' ``update`` must then run under
+        ``jax.jit``, with the parameters and the state replicated. Several hosts:
+        ``jax.distributed.initialize()``, a mesh over ``jax.devices()``, global point
+        arrays (``jax.make_array_from_callback``), then the same code.
 
     Returns
     -------
@@ -160,10 +193,15 @@ def pinn_system(
     (5, 25)
     """
     where = "pinn_system"
+    rs = row_sharding(sharding)
     terms, flat, unravel, apply, params, rows = _rows(
         model, params, _need(terms, where), points, where
     )
     kernels = [jax.vmap(jax.value_and_grad(row), in_axes=(None, 0)) for row in rows]
+    if rs is not None:
+        return _sharded_system(
+            rs, terms, flat, unravel, params, rows, kernels, path, memory_budget, chunk_size
+        )
 
     def matrix_free() -> tuple[jax.Array, sl.JacobianOperator]:
         return jacobian_operator(
@@ -180,6 +218,90 @@ def pinn_system(
         memory_budget=memory_budget,
         chunk_size=chunk_size,
     )
+
+
+def _scale(term: Term) -> float:
+    """``sqrt(w_k / N_k)`` of the term's (global) point count."""
+    return math.sqrt(float(term.weight) / int(term.points.shape[0]))
+
+
+def _values(v: jax.Array, term: Term, k: int) -> jax.Array:
+    if tuple(v.shape) != (term.points.shape[0],):
+        raise ValueError(
+            f"terms[{k}].residual must return a scalar per point, got rows of shape "
+            f"{tuple(v.shape)} for {term.points.shape[0]} points"
+        )
+    return v
+
+
+def _sharded_system(
+    rs: RowSharding,
+    terms: Sequence[Term],
+    flat: jax.Array,
+    unravel: Callable[[jax.Array], PyTree],
+    params: PyTree,
+    rows: list[Any],
+    kernels: list[Any],
+    path: str,
+    memory_budget: int | None,
+    chunk_size: int | None,
+) -> PINNSystem:
+    """:func:`pinn_system` with its rows sharded (:mod:`._sharding`)."""
+    where = "pinn_system"
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    sizes = [int(t.points.shape[0]) for t in terms]
+    rs.check(sizes, where)
+    P = int(flat.shape[0])
+    if path == "auto":
+        budget = sl.default_budget(flat) if memory_budget is None else memory_budget
+        itemsize = 4 if flat.dtype == jnp.float32 else 8
+        path = sl.jacobian_path(sum(sizes) // rs.shards, P, itemsize=itemsize, memory_budget=budget)
+    if path == "matrix-free":
+        D = rs.shards
+
+        def residual(p: PyTree) -> jax.Array:
+            # one copy of the parameters per shard: a transposed product (J^T Y) sums the
+            # contributions of every term on its shard, then all-reduces once
+            thetas = rs.constrain(jnp.broadcast_to(split_params(p).flat, (D, P)))
+            parts = []
+            for k, t in enumerate(terms):
+                pts = rs.constrain(jnp.reshape(t.points, (D, -1, *t.points.shape[1:])))
+                values = jax.vmap(jax.vmap(rows[k], in_axes=(None, 0)))(thetas, pts)
+                parts.append(_scale(t) * values)
+            out = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+            return rs.constrain(jnp.reshape(out, (-1,)))
+
+        r, J = jacobian_operator(residual, params, chunk_size=chunk_size)
+        return PINNSystem(r, J, "matrix-free")
+    values, grads = [], []
+    for k, t in enumerate(terms):
+        v, g = _chunked_rows(rs, kernels[k], flat, t.points, chunk_size)
+        scale = _scale(t)
+        values.append(scale * _values(v, t, k))
+        grads.append(scale * g)
+    r, M = rs.stack(values), rs.stack(grads)
+    return PINNSystem(r, sl.JacobianOperator.from_matrix(M, unflatten=unravel), "materialized")
+
+
+def _chunked_rows(
+    rs: RowSharding, kernel: Any, flat: jax.Array, points: jax.Array, chunk_size: int | None
+) -> tuple[jax.Array, jax.Array]:
+    """A term's residual rows and their gradients, each shard's points ``chunk_size`` at a
+    time (``jax.lax.map``; the last chunk padded with copies of the shard's last point)."""
+    D, n = rs.shards, int(points.shape[0]) // rs.shards
+    if chunk_size is None or chunk_size >= n:
+        return kernel(flat, rs.constrain(points))
+    c = int(chunk_size)
+    chunks = -(-n // c)
+    local = rs.constrain(jnp.reshape(points, (D, n, *points.shape[1:])))
+    pad = [(0, 0), (0, chunks * c - n)] + [(0, 0)] * (points.ndim - 1)
+    local = rs.constrain(jnp.pad(local, pad, mode="edge"))
+    blocks = jnp.moveaxis(jnp.reshape(local, (D, chunks, c, *points.shape[1:])), 1, 0)
+    v, g = jax.lax.map(lambda x: jax.vmap(kernel, in_axes=(None, 0))(flat, x), blocks)
+    v = jnp.reshape(jnp.moveaxis(v, 0, 1), (D, chunks * c))[:, :n]  # (chunks, D, c) -> rows
+    g = jnp.reshape(jnp.moveaxis(g, 0, 1), (D, chunks * c, -1))[:, :n]
+    return rs.constrain(jnp.reshape(v, (D * n,))), rs.constrain(jnp.reshape(g, (D * n, -1)))
 
 
 def _need(terms: Any, where: str) -> Any:

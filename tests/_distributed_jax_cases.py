@@ -1,0 +1,265 @@
+"""Sharded JAX steps on 4 CPU devices, checked against one device (run in a subprocess).
+
+``python tests/_distributed_jax_cases.py`` sets ``XLA_FLAGS`` to 4 host devices before JAX
+is imported (a pytest session has already imported JAX with one device, hence the
+subprocess: ``tests/test_distributed_jax.py``) and prints one JSON object: per method the
+relative difference of the sharded and the single-device update, the collectives of the
+compiled sharded step (from its HLO) and the communication model; per method the loss
+curves of a 20-step run on one device, sharded, and on one device with the points in
+reverse order (how far roundoff alone moves the curve); the update and the state of a
+step with one shard's residual non-finite.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+).strip()
+
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import sketchlinalg_jax as slj  # noqa: E402
+from jax.sharding import AxisType, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as PS  # noqa: E402
+
+import sketchlinalg as sl  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import jax_poisson2d as ex  # noqa: E402
+
+DEVICES = 4
+RANK = 12
+WIDTH = 8
+N_SIDE = 8  # 64 interior + 32 boundary points: N = 96, both multiples of 4
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+_OP = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
+_ARRAY = re.compile(r"\b(pred|[subf]\d+|bf16)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "bf16": 2}
+
+
+_COMPUTATION = re.compile(r"^(ENTRY )?%(\S+) .*\{$")
+_CALLED = re.compile(r"(?:to_apply|body|condition|calls)=%([\w.\-]+)")
+_BRANCHES = re.compile(
+    r"(?:true_computation|false_computation)=%([\w.\-]+)|branch_computations=\{([^}]*)\}"
+)
+
+
+def _unconditional(hlo: str) -> set[str]:
+    """The computations that run on every call of the module: reachable from its entry
+    without entering a branch of a ``conditional``."""
+    edges: dict[str, set[str]] = {}
+    current, entry = "", ""
+    for line in hlo.splitlines():
+        m = _COMPUTATION.match(line)
+        if m:
+            current = m.group(2)
+            entry = current if m.group(1) else entry
+            edges.setdefault(current, set())
+            continue
+        if current and "conditional(" not in line:
+            edges[current].update(_CALLED.findall(line))
+        elif current:  # a conditional's predicate operands are computed unconditionally
+            branchless = _BRANCHES.sub("", line)
+            edges[current].update(_CALLED.findall(branchless))
+    seen, todo = {entry}, [entry]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def collectives(hlo: str) -> list[dict[str, Any]]:
+    """The collectives of a compiled module's HLO text: op, result shapes, elements, bytes,
+    and whether they run on every step (``conditional``: only in a branch of a
+    ``lax.cond`` / ``lax.switch``, e.g. one rung of an adaptive sketch size).
+
+    Each op is counted once where it stands (an op in a loop body once, whatever the trip
+    count)."""
+    always = _unconditional(hlo)
+    out = []
+    current = ""
+    for line in hlo.splitlines():
+        c = _COMPUTATION.match(line)
+        if c:
+            current = c.group(2)
+            continue
+        m = _OP.search(line)
+        if m is None:
+            continue
+        shapes = []
+        elements = nbytes = 0
+        for dtype, dims in _ARRAY.findall(m.group(1)):
+            shape = [int(d) for d in dims.split(",") if d]
+            size = int(np.prod(shape)) if shape else 1
+            shapes.append(shape)
+            elements += size
+            nbytes += size * _BYTES.get(dtype, int(dtype[1:]) // 8 if dtype[1:].isdigit() else 8)
+        out.append(
+            {
+                "op": m.group(2),
+                "shapes": shapes,
+                "elements": elements,
+                "bytes": nbytes,
+                "conditional": current not in always,
+            }
+        )
+    return out
+
+
+def model(method: str, N: int, P: int, rank: int) -> dict[str, Any]:
+    """The communication of one sharded step by method (static HLO: loop bodies once).
+
+    Row-space methods move no row-sized array: ``sngd`` one all-reduce of the ``P x (l+1)``
+    block ``[J^T (J Omega), J^T r]`` with the loss (``P (l+1) + 1`` elements);
+    ``nystrom-pcg`` that, plus one all-reduce of ``P`` (``J^T (J p)``) per CG iteration;
+    ``engd`` one all-reduce of ``J^T J``, ``J^T r`` and the loss (``P^2 + P + 1``).
+    Every other collective is a scalar all-reduce: a trial loss of the line search (or of the
+    damping's gain ratio); XLA may also reduce the loss apart from its block. Residual-space
+    methods (``engd-woodbury``, ``spring``) form the ``N x N`` kernel: one all-gather of
+    ``J`` (``N P`` elements), then kernel-sized traffic. Sizes are per device (the compiled
+    module is the program of one device).
+    """
+    if method in ("sngd", "sngd-matrix-free", "sngd-chunked"):  # matrix-free: by VJPs
+        return {"blocks": [P * (rank + 1) + 1], "per_cg_iteration": None}
+    if method == "nystrom-pcg":
+        return {"blocks": [P * (rank + 1) + 1], "per_cg_iteration": P}
+    if method == "engd":
+        return {"blocks": [P * P + P + 1], "per_cg_iteration": None}
+    if method == "sngd-adaptive":  # per rung l: P (l+1) + 1; the exact top rung gathers J
+        return {}
+    return {"gather_J": N * P, "kernel": N * N}
+
+
+def flat(tree: Any) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
+
+
+def main() -> dict[str, Any]:
+    assert len(jax.devices()) == DEVICES, jax.devices()
+    mesh = jax.make_mesh((DEVICES,), ("data",), axis_types=(AxisType.Auto,))
+    rows = NamedSharding(mesh, PS("data"))
+    replicated = NamedSharding(mesh, PS())
+    params = ex.init_mlp(jax.random.key(0), [2, WIDTH, WIDTH, 1], "torch")
+    terms = ex.make_terms(N_SIDE)
+    points = [t.points for t in terms]
+    sharded_points = [jax.device_put(p, rows) for p in points]
+    N = sum(int(p.shape[0]) for p in points)
+    P = int(flat(params).size)
+    factories = {
+        "sngd": functools.partial(slj.sngd, rank=RANK),
+        "nystrom-pcg": functools.partial(slj.nystrom_pcg, rank=RANK),
+        "engd": slj.engd,
+        "engd-woodbury": slj.engd_woodbury,
+        "spring": slj.spring,
+        "sngd-adaptive": slj.sngd,  # the defaults: the sketch size adapts
+        "sngd-matrix-free": functools.partial(slj.sngd, rank=RANK),
+        "sngd-chunked": functools.partial(slj.sngd, rank=RANK),  # chunks of 5 points per shard
+    }
+
+    def optimizer(method: str, sharding: Any) -> Any:
+        path = "matrix-free" if method.endswith("matrix-free") else "auto"
+        chunk = 5 if method.endswith("chunked") else None
+        system = functools.partial(
+            slj.pinn_system, ex.mlp, terms=terms, sharding=sharding, path=path, chunk_size=chunk
+        )
+        residual = functools.partial(slj.pinn_residual, ex.mlp, terms=terms, sharding=sharding)
+        return factories[method](system, residual_fn=residual, seed=3)
+
+    def stepper(opt: Any) -> Any:
+        @jax.jit
+        def step(params: Any, state: Any, points: Any) -> Any:
+            updates, state = opt.update(None, state, params, points=points)
+            return updates, optax.apply_updates(params, updates), state
+
+        return step
+
+    result: dict[str, Any] = {"N": N, "P": P, "rank": RANK, "devices": DEVICES, "methods": {}}
+    sngd_steps: Any = None
+    for method in factories:
+        one, many = optimizer(method, None), optimizer(method, rows)
+        state = one.init(params)
+        step1, stepN = stepper(one), stepper(many)
+        u1, p1, s1 = step1(params, state, points)
+        # a second step too: SPRING's momentum and the adapted damping / rank enter there
+        u1b, _, _ = step1(p1, s1, points)
+        p_r, s_r = jax.device_put((params, state), replicated)
+        compiled = stepN.lower(p_r, s_r, sharded_points).compile()
+        uN, pN, sN = compiled(p_r, s_r, sharded_points)
+        uNb, _, _ = compiled(pN, sN, sharded_points)
+        if method == "sngd":
+            sngd_steps = step1, compiled
+        # 20 steps: the sharded run follows the single-device loss curve
+        curves = {}
+        reversed_points = [x[::-1] for x in points]  # the same problem, other roundoff
+        for name, step, p, s, pts in (
+            ("one", step1, params, state, points),
+            ("sharded", compiled, p_r, s_r, sharded_points),
+            ("one_reordered", step1, params, state, reversed_points),
+        ):
+            losses = []
+            for _ in range(20):
+                _, p, s = step(p, s, pts)
+                losses.append(float(s.loss))
+            curves[name] = losses
+        a, b = flat(u1), flat(uN)
+        a2, b2 = flat(u1b), flat(uNb)
+        leaves = jax.tree.leaves(uN)
+        result["methods"][method] = {
+            "rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(a)),
+            "rel_diff_second": float(np.linalg.norm(a2 - b2) / np.linalg.norm(a2)),
+            "update_norm": float(np.linalg.norm(a)),
+            "replicated": all(x.sharding.is_fully_replicated for x in leaves),
+            "collectives": collectives(compiled.as_text()),
+            "model": model(method, N, P, RANK),
+            "curves": curves,
+        }
+    state = factories["sngd"](lambda p: None, seed=3).init(params)
+
+    # one shard's residual non-finite: the whole step is skipped on every device
+    interior = np.array(points[0])
+    interior[3 * N_SIDE * N_SIDE // DEVICES + 1] = np.nan  # a point of the last shard
+    bad = [jax.device_put(jnp.asarray(interior), rows), sharded_points[1]]
+    p_r, s_r = jax.device_put((params, state), replicated)
+    u, _, s = sngd_steps[1](p_r, s_r, bad)
+    shards = [np.asarray(x.data) for leaf in jax.tree.leaves(u) for x in leaf.addressable_shards]
+    result["nonfinite"] = {
+        "all_zero": all(bool(np.all(x == 0)) for x in shards),
+        "skipped": int(s.skipped),
+        "status": int(s.status),
+        "status_nonfinite": int(sl.Status.NONFINITE),
+        "loss_finite": bool(np.isfinite(float(s.loss))),
+    }
+
+    # refused: an eager step on sharded rows; a term whose points do not split evenly
+    opt = optimizer("sngd", rows)
+    errors = {}
+    try:
+        opt.update(None, s_r, p_r, points=sharded_points)
+    except ValueError as exc:
+        errors["eager"] = str(exc)
+    try:
+        slj.pinn_system(ex.mlp, params, terms, points=[points[0][:10], points[1]], sharding=rows)
+    except ValueError as exc:
+        errors["uneven"] = str(exc)
+    result["errors"] = errors
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
