@@ -27,6 +27,7 @@ import warnings as _warnings
 import torch as _torch
 
 from ._diffops import LAPLACIAN_METHODS, divergence, gradient, laplacian, time_derivative
+from ._distributed import TorchCollective
 from ._operators import JacobianOperator, jacobian_operator, to_scipy
 from ._optim import (
     ENGD,
@@ -52,6 +53,7 @@ __all__ = [
     "NystromPCG",
     "PINNSystem",
     "Term",
+    "TorchCollective",
     "divergence",
     "gradient",
     "jacobian_operator",
