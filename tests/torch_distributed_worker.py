@@ -25,7 +25,8 @@ STEPS = 20
 FIXED = {"damping": 1e-3, "line_search": None}
 CONFIGS = {
     "sngd": ("SNGD", {"rank": 8}, STEPS),
-    "sngd-adaptive-rank": ("SNGD", {}, 3),
+    "sngd-adaptive-rank": ("SNGD", {}, 3),  # rank min(N, P): G by the gathered thin SVD
+    "sngd-matrix-free": ("SNGD", {"rank": 8, "matrix_free": True}, 2),
     "engd": ("ENGD", {}, STEPS),
     "engd-woodbury": ("ENGDWoodbury", {}, STEPS),
     # CG to a tight tolerance: where it stops at sqrt(eps) (the default), a rounding
@@ -76,6 +77,15 @@ class Problem:
         return self.raw(p)
 
     def system(self, p: dict) -> tuple:
+        """``(r, J)`` with ``J`` materialized (``torch.func.jacrev``): fast at this size."""
+        import sketchlinalg as sl
+
+        r = self.raw(p)
+        jac = torch.func.jacrev(self.raw)(p)
+        return r, sl.aslinearoperator(torch.cat([jac[k].reshape(r.shape[0], -1) for k in p], 1))
+
+    def free_system(self, p: dict) -> tuple:
+        """``(r, J)`` with a matrix-free ``J`` (the optimizers' default)."""
         import sketchlinalg_torch as slt
 
         return slt.jacobian_operator(self.raw, p)
@@ -86,9 +96,11 @@ def run_optimizer(name: str, problem: Problem, group: object = None) -> dict:
     import sketchlinalg_torch as slt
 
     cls_name, options, steps = CONFIGS[name]
+    options = dict(options)
+    matrix_free = options.pop("matrix_free", False)
     opt = getattr(slt, cls_name)(
         problem.net.named_parameters(),
-        problem.system,
+        problem.free_system if matrix_free else problem.system,
         residual_fn=problem.residual,
         seed=3,
         process_group=group,
@@ -156,7 +168,8 @@ def _main(rank: int, world: int, out: str, init_file: str) -> None:
     import sketchlinalg_torch as slt
 
     opt = slt.SNGD(
-        problem.net.named_parameters(), residual_fn=problem.residual, rank=8, seed=3,
+        problem.net.named_parameters(), problem.system, residual_fn=problem.residual, rank=8,
+        seed=3,
         process_group=group,
     )  # fmt: skip
     opt.step()
