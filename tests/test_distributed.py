@@ -101,6 +101,8 @@ ENGINES = {
     "nystrom-pcg": ("nystrom-pcg", {"rank": 6, "rtol": 1e-12}),
     "spring": ("woodbury", {"momentum": 0.5}),
     "sngd-fixed": ("nystrom", {"rank": 6, "damping": 1.0, "line_search": None}),
+    "sngd-armijo": ("nystrom", {"rank": 6, "line_search": "armijo"}),
+    "sngd-whole-grid": ("nystrom", {"rank": 6, "grid_batch": None}),
 }
 
 
@@ -240,3 +242,20 @@ def test_a_collective_must_be_one():
     engine = sl.StepEngine.from_options("dense", damping=1e-3, line_search=None)
     with pytest.raises(TypeError, match="Collective"):
         engine.step(np.eye(2), np.ones(2), engine.init(np.zeros(2)), collective=object())
+
+
+def test_float32_shards_step_in_float64_like_one_device():
+    """float32 rows are promoted before the reductions: the sums run in float64."""
+    engine = sl.StepEngine.from_options("nystrom", rank=6)
+    J64, y64 = least_squares(40, 12)
+    J, y = J64.astype(np.float32), y64.astype(np.float32)
+    theta = np.zeros(12, dtype=np.float32)
+    ref, _, _ = steps(engine, J, y, theta, 1)
+
+    def shard(rank, collective):
+        return steps(engine, J, y, theta, 1, collective, slice(20 * rank, 20 * rank + 20))[0]
+
+    results, _ = run_shards(2, shard)
+    for updates in results:
+        assert updates[0].dtype == np.float32
+        np.testing.assert_allclose(updates[0], ref[0], rtol=1e-5, atol=1e-6)
