@@ -537,8 +537,9 @@ class StepEngine:
         # The memory a sketch may take: 2 GiB on the host, half the free device memory on
         # an accelerator (default_budget).
         budget = default_budget(r)
-        if self.adaptive_rank and not c.is_local:  # one ladder on every shard
-            budget = int(c.minimum(xp.asarray(budget, dtype=xp.int64)))
+        if self.adaptive_rank and not c.is_local and eager:  # one ladder on every shard
+            device = _dispatch.device_of(r)
+            budget = int(c.minimum(xp.asarray(budget, dtype=xp.int64, device=device)))
         ladder = self._ladder(J, xp, budget) if self.adaptive_rank else None
         solver = self._rungs(J, ladder)
         setup, rank = self._setup(J, r, state, seed, ladder, eager, solver)
