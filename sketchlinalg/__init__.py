@@ -27,6 +27,9 @@ The step engine (shared by the JAX and PyTorch optimizers)
     :data:`OPTIMIZERS`, :data:`SPRING_MOMENTUM`, :func:`grid_line_search`,
     :func:`armijo_line_search`, :class:`LineSearchResult`; for adapters:
     :func:`check_system`, :func:`forwarded_kwargs`.
+Data parallelism (rows of ``J`` split across devices or processes)
+    :class:`Collective` (the sum over shards an adapter supplies; the identity on one
+    device), :class:`ShardedOperator` (a shard's rows, ``J^T Y`` all-reduced).
 PINN systems (the adapters supply per-point kernels)
     :class:`Term`, :class:`PINNSystem`, :class:`JacobianOperator`, :func:`check_terms`,
     :func:`stack_residual`, :func:`build_pinn_system`, :func:`jacobian_path`.
@@ -45,6 +48,7 @@ Nonlinear least squares
 
 from ._adaptive import AdaptiveNystromResult, adaptive_nystrom
 from ._direction import METHODS, natural_gradient_direction, spring_direction
+from ._distributed import Collective, ShardedOperator
 from ._estimate import estimate_error
 from ._exact import SVD, Dense, Woodbury
 from ._interop import DLPackOperator, dlpack_exchange
@@ -111,6 +115,7 @@ __all__ = [
     "SVD",
     "AdaptiveNystromResult",
     "Auto",
+    "Collective",
     "DLPackOperator",
     "DefaultSampler",
     "Derivatives",
@@ -134,6 +139,7 @@ __all__ = [
     "PortableSampler",
     "Sampler",
     "SparseDirect",
+    "ShardedOperator",
     "SparseOperator",
     "Status",
     "StepEngine",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import _dispatch
+from ._distributed import collective_of, gather_vector, gathered, is_sharded
 from ._lowrank import LowRankPSD
 from ._solver_base import (
     DirectionInfo,
@@ -61,6 +62,12 @@ class Dense(DirectionSolver):
         """Form ``G = J^T J`` (and ``g = J^T r``); decompose it with ``"eigh"``."""
         J, xp = _check_system(J, r)
         Jd = J.to_dense()
+        if is_sharded(J):  # G = sum_d J_d^T J_d, g = sum_d J_d^T r_d: one all-reduce
+            P = Jd.shape[1]
+            block = Jd if r is None else xp.concat([Jd, r[:, None]], axis=1)
+            W = collective_of(J).sum(Jd.T @ block)
+            g = None if r is None else W[:, P]
+            return _gram_state(xp, self.factorization, J, W[:, :P], r, g)
         G = _dispatch.symmetric_product(xp, Jd.T)  # J^T J at syrk's flops
         g = None if r is None else Jd.T @ r
         return _gram_state(xp, self.factorization, Jd, G, r, g)
@@ -104,11 +111,16 @@ class Woodbury(DirectionSolver):
         _check_choice(self.factorization, "factorization", FACTORIZATIONS)
 
     def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> GramState:
-        """Form the kernel ``K = J J^T`` (decompose it with ``"eigh"``)."""
+        """Form the kernel ``K = J J^T`` (decompose it with ``"eigh"``); a row-sharded ``J``
+        is gathered first (its kernel pairs rows of different shards) and the solve runs
+        replicated."""
         J, xp = _check_system(J, r)
+        sharded = J if is_sharded(J) else None
+        J, r = gathered(J, r)
         Jd = J.to_dense()
         K = _dispatch.symmetric_product(xp, Jd)  # J J^T at syrk's flops
-        return _gram_state(xp, self.factorization, Jd, K, r, None)
+        state = _gram_state(xp, self.factorization, Jd, K, r, None)
+        return state._replace(sharded=sharded)
 
     def solve(
         self, state: GramState, rhs: Array | None = None, *, damping: float | Array
@@ -117,6 +129,8 @@ class Woodbury(DirectionSolver):
         xp = _dispatch.namespace(state.matrix)
         mu = self.check_damping(damping, xp, state.matrix.dtype)
         b = _rhs(state, rhs, None)
+        if rhs is not None and state.sharded is not None:
+            b = gather_vector(state.sharded, b)  # the shard's rows of rhs: gather them
         if rhs is not None:
             _check_vector(b, state.matrix.shape[0], state.matrix.dtype, "rhs")
         y, how = _gram_solve(xp, state, b, mu)
@@ -237,6 +251,10 @@ class SVD(DirectionSolver):
     def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SVDState:
         """The thin SVD of ``J`` (and ``U^T r``)."""
         J, xp = _check_system(J, r)
+        if is_sharded(J):
+            raise NotImplementedError(
+                "method='svd' does not run on a row-sharded Jacobian (ShardedOperator)"
+            )
         Jd = J.to_dense()
         finite = _all_finite(xp, Jd, r)
         if finite is False:

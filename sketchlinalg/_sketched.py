@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from . import _dispatch
+from ._distributed import gathered, global_shape, is_sharded
 from ._estimate import estimate_error
 from ._exact import SVD, Woodbury
 from ._lowrank import SOLVE_MODES, LowRankPSD, effective_dimension, smallest_positive
@@ -107,7 +108,7 @@ class _Sketched(DirectionSolver):
             err = estimate_error(
                 A, approx, power_iters=self.error_power_iters, seed=sampler.fold_in(1)
             )
-        return SketchState(J, approx, r, g, err, finite, approx.rank >= min(J.shape))
+        return SketchState(J, approx, r, g, err, finite, approx.rank >= min(global_shape(J)))
 
 
 def _gram_sketch(
@@ -163,8 +164,8 @@ def _gram_init(solver: _Sketched, J: Any, r: Array | None, seed: Any) -> SketchS
     J, xp = _check_system(J, r)
     sampler = as_sampler(seed)
     rank = solver._rank(J.shape[1])
-    if J.is_materialized and rank >= min(J.shape):
-        approx, g, finite = _gram_exact(J, r)
+    if J.is_materialized and rank >= min(global_shape(J)):
+        approx, g, finite = _gram_exact(*gathered(J, r))  # sharded: every shard's rows
     else:
         approx, g, finite = _gram_sketch(
             J, r, rank, solver.oversample, solver.sketch, sampler, solver.core
@@ -276,6 +277,14 @@ class Nystrom(_WithInverse):
         return d, info
 
 
+def _not_sharded(J: Any, method: str) -> None:
+    if is_sharded(J):
+        raise NotImplementedError(
+            f"method={method!r} does not run on a row-sharded Jacobian (ShardedOperator); the "
+            "data-parallel methods are nystrom, nystrom-pcg, dense and woodbury"
+        )
+
+
 def _and(finite: Any, r: Any, xp: Any) -> Any:
     return _finite_and(xp, finite, _all_finite(xp, r))
 
@@ -326,6 +335,7 @@ class KernelNystrom(_WithInverse):
     def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> SketchState:
         """Sketch ``K = J J^T``."""
         J, xp = _check_system(J, r)
+        _not_sharded(J, self.method)
         rank = self._rank(J.shape[0])
         sampler = as_sampler(seed)
         A = kernel(J)

@@ -121,7 +121,10 @@ def make_info(method: str, status: Any, message: str, **fields: Any) -> Directio
 class GramState(NamedTuple):
     """State of :class:`Dense` (``M = G``) and :class:`Woodbury` (``M = J J^T``).
 
-    ``eigenvalues`` / ``eigenvectors`` are set with ``factorization="eigh"``.
+    ``eigenvalues`` / ``eigenvectors`` are set with ``factorization="eigh"``. For a
+    row-sharded ``J`` (:class:`ShardedOperator`), :class:`Dense` keeps the operator as
+    ``jacobian`` (its transpose products all-reduce) and :class:`Woodbury` the gathered
+    rows, with the shard's operator as ``sharded``.
     """
 
     jacobian: Array
@@ -132,6 +135,7 @@ class GramState(NamedTuple):
     eigenvectors: Array | None
     finite: Any
     scale: Array
+    sharded: Any = None  # Woodbury on a row-sharded J: the shard's operator (gathers rhs)
 
 
 class SVDState(NamedTuple):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import _dispatch
+from ._distributed import is_sharded
 from ._exact import SVD, Dense, Woodbury
 from ._memory import DEFAULT_BUDGET, default_budget, estimate_memory
 from ._sketched import KernelNystrom, Nystrom, NystromPCG
@@ -169,6 +170,11 @@ class Auto(DirectionSolver):
     def init(self, J: Any, r: Array | None = None, *, seed: Any = 0) -> AutoState:
         """Choose by :func:`choose_method`, then the chosen solver's ``init``."""
         J, xp = _check_system(J, r)
+        if is_sharded(J):
+            raise NotImplementedError(
+                "method='auto' does not run on a row-sharded Jacobian: choose nystrom, "
+                "nystrom-pcg, dense or woodbury"
+            )
         N, P = J.shape
         solver: DirectionSolver
         if isinstance(J, SparseOperator) and J.library == "scipy":

@@ -54,6 +54,7 @@ from typing import Any, NamedTuple, cast
 
 from . import _dispatch
 from ._direction import METHODS, check_momentum
+from ._distributed import Collective, ShardedOperator, collective_of, global_shape, sum_pair
 from ._linesearch import LINE_SEARCHES, armijo_line_search, grid_line_search
 from ._lowrank import LowRankPSD
 from ._memory import default_budget, estimate_memory
@@ -449,6 +450,7 @@ class StepEngine:
         trial_loss: Any = None,
         seed: Any = 0,
         learning_rate: float | Array | None = None,
+        collective: Collective | None = None,
     ) -> tuple[Array, StepState, StepInfo]:
         """One step: returns ``(update, new_state, info)``; apply ``theta + update``.
 
@@ -467,6 +469,14 @@ class StepEngine:
         learning_rate : float or array, optional
             Overrides the engine's ``learning_rate`` for this step: ``lr >= 0``, a scalar
             (a schedule's value) or a ``(P,)`` vector (per-parameter rates).
+        collective : Collective, optional
+            Data parallelism over the rows: ``J`` and ``r`` are this shard's rows and
+            ``trial_loss`` the loss of this shard's points; every reduction over rows (the
+            loss, ``J^T (J Omega)``, ``J^T r``, ``J^T J``, the CG products, the slope and
+            curvature along the step, the trial losses) is summed over the shards through
+            it, the kernel methods gather the rows, and the update is the same on every
+            shard (the ``seed`` must be too). ``None`` (default) or the identity
+            :class:`Collective`: one device.
 
         Returns
         -------
@@ -475,6 +485,8 @@ class StepEngine:
         new_state : StepState
         info : StepInfo
         """
+        if isinstance(J, ShardedOperator) and collective is None:
+            J, collective = J.local, J.collective
         J = as_operator(J, "J")
         xp = J.xp
         N, P = J.shape
@@ -496,20 +508,28 @@ class StepEngine:
             )
         lr = self.learning_rate if learning_rate is None else _check_lr(learning_rate, P)
         wide = self._wide_dtype(xp, r)
+        if collective is not None and not isinstance(collective, Collective):
+            raise TypeError(
+                f"collective must be a sketchlinalg.Collective, got {type(collective).__name__}"
+            )
         if wide is not None:
-            return self._promoted(J, r, state, wide, trial_loss, seed, lr)
-        return self._run(J, r, state, trial_loss, seed, lr, r.dtype)
+            return self._promoted(J, r, state, wide, trial_loss, seed, lr, collective)
+        return self._run(J, r, state, trial_loss, seed, lr, r.dtype, collective)
 
     def _run(
         self, J: LinearOperator, r: Array, state: StepState, trial_loss: Any, seed: Any,
-        lr: Any, store: Any,
+        lr: Any, store: Any, collective: Collective | None = None,
     ) -> tuple[Array, StepState, StepInfo]:  # fmt: skip
         """:meth:`step` on checked input, in ``r``'s dtype; ``store`` is the dtype the update
         and the state are kept in (narrower when promoted): a step that overflows it is not
-        taken."""
+        taken. With a ``collective`` the rows are this shard's (module ``_distributed``)."""
         xp = J.xp
-        N, P = J.shape
-        loss0 = 0.5 * xp.sum(r * r)
+        if collective is not None and not collective.is_local:
+            J = ShardedOperator(J, collective)  # J^T Y all-reduced; N the global count
+            trial_loss = _summed(collective, trial_loss)
+        c = collective_of(J)
+        N, P = global_shape(J)
+        loss0 = 0.5 * c.sum(xp.sum(r * r))
         eager = not _dispatch.is_tracing(r, loss0, state.previous)
         if eager and not bool(xp.isfinite(loss0)):
             return self._skip(xp, state, loss0)
@@ -517,6 +537,9 @@ class StepEngine:
         # The memory a sketch may take: 2 GiB on the host, half the free device memory on
         # an accelerator (default_budget).
         budget = default_budget(r)
+        if self.adaptive_rank and not c.is_local and eager:  # one ladder on every shard
+            device = _dispatch.device_of(r)
+            budget = int(c.minimum(xp.asarray(budget, dtype=xp.int64, device=device)))
         ladder = self._ladder(J, xp, budget) if self.adaptive_rank else None
         solver = self._rungs(J, ladder)
         setup, rank = self._setup(J, r, state, seed, ladder, eager, solver)
@@ -636,7 +659,7 @@ class StepEngine:
 
     def _promoted(
         self, J: LinearOperator, r: Array, state: StepState, wide: Any,
-        trial_loss: Any, seed: Any, lr: Any,
+        trial_loss: Any, seed: Any, lr: Any, collective: Collective | None = None,
     ) -> tuple[Array, StepState, StepInfo]:  # fmt: skip
         """:meth:`step` in ``wide``: ``J``, ``r``, the state and the trial losses are
         promoted, the update, the state and the info's losses come back in ``r``'s dtype."""
@@ -656,6 +679,7 @@ class StepEngine:
             seed,
             cast(lr, wide, low),
             low,
+            collective,
         )
         info = info._replace(
             loss=cast(info.loss, low, wide),
@@ -677,6 +701,7 @@ class StepEngine:
         ratio then judges the damping alone, and their ratio judges the sketch size.
         """
         xp = J.xp
+        c = collective_of(J)
         beta = self.momentum
         if beta:
             phi = state.previous
@@ -688,8 +713,9 @@ class StepEngine:
         exact = not isinstance(self.solver, _Sketched) or self.solver.method == Method.NYSTROM_PCG
         if beta or (not exact and (self.adaptive_damping or self.adaptive_rank)):
             Jd = J.matvec(d)  # one more product: the true model of the step
-            model = model if not beta else xp.sum(Jd * Jd)
-            return d, dinfo, xp.sum(r * Jd), xp.sum(Jd * Jd), model
+            slope, curvature = sum_pair(c, xp.sum(r * Jd), xp.sum(Jd * Jd))
+            model = model if not beta else curvature
+            return d, dinfo, slope, curvature, model
         return d, dinfo, dinfo.slope, dinfo.curvature, model
 
     def _search(self, trial_loss: Any, d: Array, loss0: Array, slope: Any) -> Any:
@@ -737,7 +763,7 @@ class StepEngine:
         SNGD with an explicit ``J`` and ``N < P`` ends, past the sizes a sketch can afford,
         at ``N``: ``G`` itself, solved in residual form (:class:`ExactTop`), which costs
         about an exact solve."""
-        N, P = J.shape
+        N, P = global_shape(J)
         dim = min(N, P)
         method = "kernel-nystrom" if self.solver.method == "kernel-nystrom" else "nystrom"
         exact = min(N * N * P + N**3 / 3, N * P * P + P**3 / 3)
@@ -766,13 +792,13 @@ class StepEngine:
     def _exact_top(self, J: LinearOperator) -> bool:
         """Whether an adaptive ladder ends at ``G`` in residual form (SNGD or Nystrom-PCG,
         explicit ``J``, ``N < P``)."""
-        N, P = J.shape
+        N, P = global_shape(J)
         ours = self.solver.method in (Method.NYSTROM, Method.NYSTROM_PCG)
         return ours and J.is_materialized and N < P
 
     def _rungs(self, J: LinearOperator, ladder: list[int] | None) -> DirectionSolver:
         """The solver the step runs: the engine's, or :class:`ExactTop` over it."""
-        if ladder is not None and self._exact_top(J) and ladder[-1] == J.shape[0]:
+        if ladder is not None and self._exact_top(J) and ladder[-1] == global_shape(J)[0]:
             assert isinstance(self.solver, _Sketched)
             return ExactTop(self.solver)
         return self.solver
@@ -805,7 +831,7 @@ class StepEngine:
         ladder_a = xp.asarray(ladder, dtype=xp.int32)
         rank = xp.where(rank_arr > 0, rank_arr, xp.asarray(ladder[start], dtype=xp.int32))
         index = xp.argmin(xp.abs(ladder_a - rank))
-        N, P = J.shape
+        N, P = global_shape(J)
         dtype = r.dtype
 
         def no_kernel() -> tuple[Any, ...]:
@@ -956,7 +982,7 @@ class StepEngine:
         self, J: LinearOperator, xp: Any, ladder: list[int], deff: float | None, budget: int
     ) -> str:
         """What capped the sketch (the memory budget or the cost rule) and what to use."""
-        N, P = J.shape
+        N, P = global_shape(J)
         top = ladder[-1]
         fits = _sketch_fits(J, xp, "nystrom", min(2 * top, N, P), budget)
         why = (
@@ -1078,7 +1104,7 @@ def _check_lr(lr: Any, P: int) -> Any:
 
 def _sketch_fits(J: LinearOperator, xp: Any, method: str, rank: int, budget: int) -> bool:
     """Whether a sketch of ``rank`` of ``J`` fits ``budget`` bytes."""
-    N, P = J.shape
+    N, P = global_shape(J)
     return bool(estimate_memory(
         method, N, P, rank=rank, jacobian="array" if J.is_materialized else "matrix-free",
         itemsize=4 if J.dtype == xp.float32 else 8, memory_budget=budget,
@@ -1178,3 +1204,15 @@ def forwarded_kwargs(fn: Callable[..., Any] | None) -> Callable[[dict[str, Any]]
         return lambda kw: dict(kw)
     names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     return lambda kw: {k: v for k, v in kw.items() if k in names}
+
+
+def _summed(collective: Collective, trial_loss: Any) -> Any:
+    """A trial loss of this shard's points, summed over the shards (one all-reduce of the
+    batch of losses)."""
+    if trial_loss is None:
+        return None
+
+    def loss(etas: Array, d: Array) -> Array:
+        return collective.sum(trial_loss(etas, d))
+
+    return loss

@@ -34,6 +34,7 @@ from ._diffops import (
     laplacian,
     time_derivative,
 )
+from ._distributed import TorchCollective
 from ._operators import JacobianOperator, jacobian_operator, to_scipy
 from ._optim import (
     ENGD,
@@ -59,6 +60,7 @@ __all__ = [
     "NystromPCG",
     "PINNSystem",
     "Term",
+    "TorchCollective",
     "derivatives",
     "divergence",
     "gradient",

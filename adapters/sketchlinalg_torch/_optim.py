@@ -24,6 +24,7 @@ from torch.func import vmap
 
 import sketchlinalg as sl
 
+from ._distributed import TorchCollective, check_same_generator
 from ._operators import jacobian_operator
 
 __all__ = [
@@ -73,6 +74,17 @@ class NaturalGradient(torch.optim.Optimizer):
         it. Saved by :meth:`state_dict`, so a resumed run continues bit-identically.
     chunk_size : int, optional
         Columns per block of the default matrix-free Jacobian.
+    process_group : ProcessGroup, optional
+        Data parallelism over the collocation points (``torch.distributed``, launched with
+        ``torchrun``): each rank's ``system_fn`` and ``residual_fn`` evaluate only its own
+        points, and the core's step sums every reduction over rows across the group
+        (:class:`TorchCollective`; :meth:`sketchlinalg.StepEngine.step`'s ``collective``):
+        the sketch ``J^T [J Omega, r]`` (``P x (l + 1)``), the loss, ``J^T J`` (ENGD), each
+        CG product (Nystrom-PCG), the trial losses of the line search; the kernel methods
+        (ENGD-Woodbury, SPRING) all-gather ``[J_d, r_d]``. Every rank must give the same
+        ``seed`` (checked) and the same parameters; the update is then the same on all
+        ranks. ``torch.distributed.group.WORLD`` for all processes; ``None`` (default):
+        no distribution.
     **options
         Of :meth:`sketchlinalg.StepEngine.from_options`: ``damping``, ``line_search``,
         ``grid_size``, ``grid_batch``, ``armijo_c``, ``momentum`` and the solver's options
@@ -86,6 +98,11 @@ class NaturalGradient(torch.optim.Optimizer):
         The core's record of the last step (``last_step.direction`` is the solver's).
     jacobian_path : str or None
         ``J.path`` at the last step.
+    communication : TorchCollective or None
+        With ``process_group``: the collective, whose ``bytes`` and ``log`` count what this
+        rank sent.
+    last_step_bytes : int
+        Bytes this rank sent in the last step (``0`` without ``process_group``).
 
     Notes
     -----
@@ -111,6 +128,7 @@ class NaturalGradient(torch.optim.Optimizer):
         seed: int = 0,
         generator: torch.Generator | None = None,
         chunk_size: int | None = None,
+        process_group: Any = None,
         **options: Any,
     ) -> None:
         where = type(self).__name__
@@ -158,6 +176,11 @@ class NaturalGradient(torch.optim.Optimizer):
         trainable = [p for p in self._named_params().values() if p.requires_grad]
         self._check_trainable(trainable, where)
         self.generator = _generator(generator, seed, trainable[0].device, where)
+        self.communication: TorchCollective | None = None
+        self.last_step_bytes = 0
+        if process_group is not None:
+            self.communication = TorchCollective(process_group, trainable[0].device)
+            check_same_generator(self.communication, self.generator)
         self.last_step: sl.StepInfo | None = None
         self.jacobian_path: str | None = None
 
@@ -292,9 +315,13 @@ class NaturalGradient(torch.optim.Optimizer):
         )
         try:
             lr = self._learning_rate(named, keys)
+            sent = 0 if self.communication is None else self.communication.bytes
             update, new, info = self.engine.step(
-                J, r, current, trial_loss=trial_loss, seed=seed, learning_rate=lr
-            )
+                J, r, current, trial_loss=trial_loss, seed=seed, learning_rate=lr,
+                collective=self.communication,
+            )  # fmt: skip
+            if self.communication is not None:
+                self.last_step_bytes = self.communication.bytes - sent
         except BaseException:
             self.generator.set_state(gen_before)  # a failed step consumes no randomness
             raise
