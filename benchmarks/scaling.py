@@ -430,9 +430,10 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
+    modes = [m for m in MODES if any(r["mode"] == m for r in records)] or ["weak"]
+    fig, axes = plt.subplots(2, len(modes), figsize=(5 * len(modes), 7), squeeze=False)
     all_devices = sorted({int(r["devices"]) for r in records}) or [1]
-    for col, mode in enumerate(MODES):
+    for col, mode in enumerate(modes):
         ax_t, ax_b = axes[0][col], axes[1][col]
         for method in METHODS:
             recs = sorted(
@@ -473,11 +474,12 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
             what = f"N = {sizes[0][1]} in all"
         ax_t.set_title(f"{mode} scaling ({what}); dotted: {ideal}", fontsize=9)
         ax_t.set_ylabel("median seconds per step")
-        ax_b.set_ylabel("bytes per step per device (static HLO)")
+        ax_b.set_ylabel("bytes per step per device (D = 1: none)")
         ax_b.set_yscale("log")
         ax_t.set_yscale("log")
         for ax in (ax_t, ax_b):
             ax.set_xscale("log", base=2)
+            ax.set_xlim(all_devices[0] / 1.3, all_devices[-1] * 1.3)
             ax.set_xticks(all_devices, [str(d) for d in all_devices])
             ax.minorticks_off()
             ax.set_xlabel("devices D (XLA CPU devices)")
