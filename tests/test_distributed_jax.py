@@ -182,26 +182,6 @@ def test_residual_space_communication_matches_model(cases, method):
     assert rest <= 6 * N * N + 4 * (N + P) * len(ops), rest
 
 
-def test_multi_device_example_runs():
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "jax_multi_device.py"),
-            *("--steps", "3", "--n-side", "8", "--width", "16"),
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "4 devices" in proc.stdout
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("step")]
-    assert len(lines) == 3
-    losses = [float(ln.split("loss")[1].split()[0]) for ln in lines]
-    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-
-
 # -- in this process (one device): the argument checks ------------------------------------
 def _terms(n: int = 8) -> list[slj.Term]:
     x = jnp.linspace(0.0, 1.0, n)[:, None]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import inspect
+import math
 import os
 import pathlib
 import re
@@ -211,3 +212,41 @@ def test_code_examples_in_the_pages_run(capsys):
             assert result.failed == 0, f"docs/{page.name}: a >>> example failed (see the output)"
     capsys.readouterr()  # what the plain blocks print is not checked
     assert doctests >= 1 and scripts >= 1
+
+
+def _cpu_commands() -> list[str]:
+    """The commands of the "Try it on CPUs" block of docs/multi_device.md."""
+    page = (DOCS / "multi_device.md").read_text()
+    section = page.split("## Try it on CPUs", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "docs/multi_device.md: no bash block under 'Try it on CPUs'"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("command", _cpu_commands())
+def test_multi_device_page_commands_run(command):
+    """The documented multi-device commands, as written (JAX on 4 host devices, torchrun
+    with 2 gloo processes): every step finite, the loss falls."""
+    pytest.importorskip("jax" if "jax_multi_device" in command else "torch.distributed")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "adapters")]),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    words = command.split()
+    while "=" in words[0]:  # leading VAR=value assignments
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    program, script, *args = words
+    if program == "python":
+        cmd = [sys.executable, script, *args]
+    else:  # torchrun from this environment (or its module form)
+        exe = pathlib.Path(sys.executable).with_name("torchrun")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
+        cmd += [script, *args]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    if "jax_multi_device" in command:
+        assert "4 devices" in run.stdout
+        losses = [float(line.split("loss")[1].split()[0])
+                  for line in run.stdout.splitlines() if line.startswith("step")]  # fmt: skip
+        assert len(losses) == 3 and all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+    else:
+        assert "ranks: 2" in run.stdout and "final loss" in run.stdout
