@@ -83,22 +83,13 @@ def test_sharded_step_equals_single_device(cases, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_sharded_loss_curve_follows_single_device(cases, method):
-    """20 steps: SNGD at a fixed rank follows the single-device curve to 1e-8 throughout.
-    The other methods amplify roundoff from step to step on this problem (about 10x per
-    step): reversing the order of the points on one device moves their curves as much.
-    They follow it to 1e-8 while that reordered run does to 1e-9, at least 5 steps."""
+    """20 steps of a noisy fit (the loss stays away from zero; Nystrom-PCG's CG to
+    ``rtol=1e-12``): every method's sharded curve follows the single-device one to 1e-8."""
     curves = cases["methods"][method]["curves"]
     one, sharded = np.array(curves["one"]), np.array(curves["sharded"])
-    reordered = np.array(curves["one_reordered"])
-    assert one.shape == sharded.shape == reordered.shape == (20,)
-    assert one[-1] < 0.05 * one[0]  # it trains
-    if method in ("sngd", "sngd-matrix-free", "sngd-chunked"):
-        np.testing.assert_allclose(sharded, one, rtol=1e-8)
-        return
-    drift = np.abs(reordered - one) / one
-    steps = int(np.argmax(np.append(drift, 1.0) > 1e-9))  # before roundoff amplifies
-    assert steps >= 5, drift
-    np.testing.assert_allclose(sharded[:steps], one[:steps], rtol=1e-8)
+    assert one.shape == sharded.shape == (20,)
+    assert one[-1] < 0.5 * one[0]  # it trains, down to the noise
+    np.testing.assert_allclose(sharded, one, rtol=1e-8)
 
 
 def test_nonfinite_shard_skips_the_whole_step(cases):
