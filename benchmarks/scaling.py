@@ -33,9 +33,9 @@ counted once, whatever its trip count; ops only in a branch of a ``lax.cond`` ar
   and of D;
 * ``nystrom-pcg``: that, plus ``8 P`` per CG iteration (``J^T (J p)``; ``n_cg`` loops in
   the program);
-* ``engd-woodbury`` (exact, residual space): one all-gather of ``J`` (``8 N P``) to form
-  the ``N x N`` kernel, then kernel-sized traffic; the model given is the gather of ``J``
-  alone (a lower bound), which grows with N.
+* ``engd-woodbury`` (exact, residual space): one all-gather of ``[J, r]`` to form the
+  ``N x N`` kernel, which is then factored and solved replicated, plus the scalar trial
+  losses: ``8 (N (P + 1) + n_loss)`` bytes, which grows with N.
 
 Every D runs in its own subprocess (``XLA_FLAGS=--xla_force_host_platform_device_count=D
 --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``, BLAS and OpenMP at one
@@ -192,8 +192,7 @@ def comm_model(
 
     ``n_loss`` (scalar all-reduces besides the loss of the block) and ``n_cg`` (all-reduces
     of ``P`` elements: CG loops) are read from ``ops``; the sizes are the model's. Returns
-    ``bytes`` (``None`` where the model is only a lower bound: ``engd-woodbury``), the
-    terms, and ``lower_bound`` bytes.
+    ``bytes``, the terms, and ``lower_bound`` bytes (the block, or ``J``, alone).
     """
     if devices == 1:
         return {"bytes": 0, "lower_bound": 0, "formula": "0 (one device)"}
@@ -216,7 +215,15 @@ def comm_model(
             "n_cg": n_cg,
             "block_elements": block + 1,
         }
-    return {"bytes": None, "lower_bound": 8 * N * P, "formula": "8 N P (gather of J) + kernel"}
+    # engd-woodbury: the optimizer gathers [J, r] once (N (P + 1) elements) and runs the
+    # kernel method replicated; the trial losses are scalar all-reduces
+    scalars = sum(1 for c in ops if c["elements"] == 1 and not c["conditional"])
+    return {
+        "bytes": 8 * (N * (P + 1) + scalars),
+        "lower_bound": 8 * N * P,
+        "formula": "8 (N (P + 1) + n_loss) (gather of [J, r])",
+        "n_loss": scalars,
+    }
 
 
 def split_points(n: int, multiple: int) -> tuple[int, int]:
@@ -525,8 +532,8 @@ def report(out: dict[str, Any]) -> str:
         "each op counted once (a loop body's ops once, whatever the trip count; ops only in a "
         "`lax.cond` branch left out). Model: sngd `8 (P (l+1) + 1 + n_loss)`, nystrom-pcg "
         "also `+ 8 P` per CG loop, with `n_loss` (scalar all-reduces of line-search losses) "
-        "and `n_cg` counted in the program; engd-woodbury: at least `8 N P` (all-gather of "
-        "J for the N x N kernel). Nothing is communicated on one device.",
+        "and `n_cg` counted in the program; engd-woodbury `8 (N (P + 1) + n_loss)` (one "
+        "all-gather of [J, r] for the N x N kernel). Nothing is communicated on one device.",
         "",
     ]
     for mode in MODES:

@@ -131,8 +131,9 @@ def model(method: str, N: int, P: int, rank: int) -> dict[str, Any]:
     ``engd`` one all-reduce of ``J^T J``, ``J^T r`` and the loss (``P^2 + P + 1``).
     Every other collective is a scalar all-reduce: a trial loss of the line search (or of the
     damping's gain ratio); XLA may also reduce the loss apart from its block. Residual-space
-    methods (``engd-woodbury``, ``spring``) form the ``N x N`` kernel: one all-gather of
-    ``J`` (``N P`` elements), then kernel-sized traffic. Sizes are per device (the compiled
+    methods (``engd-woodbury``, ``spring``) form the ``N x N`` kernel from all of ``J``: the
+    optimizer gathers ``[J, r]`` once (``N (P + 1)`` elements) and runs them replicated,
+    so every other collective is a scalar trial loss. Sizes are per device (the compiled
     module is the program of one device).
     """
     if method in ("sngd", "sngd-matrix-free", "sngd-chunked"):  # matrix-free: by VJPs
@@ -143,7 +144,7 @@ def model(method: str, N: int, P: int, rank: int) -> dict[str, Any]:
         return {"blocks": [P * P + P + 1], "per_cg_iteration": None}
     if method == "sngd-adaptive":  # per rung l: P (l+1) + 1; the exact top rung gathers J
         return {}
-    return {"gather_J": N * P, "kernel": N * N}
+    return {"gathered": N * (P + 1)}
 
 
 def fit_terms(points: list[jax.Array]) -> list[slj.Term]:

@@ -13,6 +13,7 @@ import optax
 import sketchlinalg as sl
 
 from ._operators import split_params
+from ._sharding import RowShardedJacobian
 
 __all__ = [
     "LINE_SEARCHES",
@@ -139,6 +140,8 @@ def natural_gradient(
         flat, unravel, as_updates = split_params(params)
         r, J = sl.check_system(system_fn(params, **system_kwargs(extra)), flat.shape[0])
         _check_traced_if_sharded(r)
+        if isinstance(J, RowShardedJacobian) and engine.solver.method == "woodbury":
+            r, J = J.replicated(r)  # the N x N kernel: gather [J, r] once, run replicated
 
         def trial_loss(etas: jax.Array, d: jax.Array) -> jax.Array:
             def loss(eta: jax.Array) -> jax.Array:

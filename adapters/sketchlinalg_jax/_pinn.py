@@ -14,7 +14,7 @@ import sketchlinalg as sl
 from sketchlinalg import PATHS, PINNSystem, Term
 
 from ._operators import jacobian_operator, split_params
-from ._sharding import RowSharding, row_sharding
+from ._sharding import RowShardedJacobian, RowSharding, row_sharding
 
 __all__ = ["PATHS", "PINNSystem", "Term", "pinn_residual", "pinn_system"]
 
@@ -281,7 +281,7 @@ def _sharded_system(
         values.append(scale * _values(v, t, k))
         grads.append(scale * g)
     r, M = rs.stack(values), rs.stack(grads)
-    return PINNSystem(r, sl.JacobianOperator.from_matrix(M, unflatten=unravel), "materialized")
+    return PINNSystem(r, RowShardedJacobian.of(M, rs, unflatten=unravel), "materialized")
 
 
 def _chunked_rows(
