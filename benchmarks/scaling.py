@@ -67,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +313,7 @@ def _child(job: dict[str, Any]) -> list[dict[str, Any]]:
     def boundary(u: Any, x: jax.Array) -> jax.Array:
         return u(x)
 
-    factories = {
+    factories: dict[str, Callable[..., Any]] = {
         "sngd": functools.partial(slj.sngd, rank=rank),
         "nystrom-pcg": functools.partial(slj.nystrom_pcg, rank=rank),
         "engd-woodbury": slj.engd_woodbury,
