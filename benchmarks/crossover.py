@@ -188,9 +188,14 @@ def collocation_points(n: int, seed: int = 0) -> list[np.ndarray]:
     [interior, boundary] : list of float64 arrays of shape (n_k, 2)
         In the order of the Poisson 2D problem's terms.
     """
-    rng = np.random.default_rng(seed)
     n_int = max(1, min(n - 1, round(0.8 * n)))
-    n_bdry = n - n_int
+    return square_points(n_int, n - n_int, seed)
+
+
+def square_points(n_int: int, n_bdry: int, seed: int = 0) -> list[np.ndarray]:
+    """``n_int`` uniform points of the open unit square and ``n_bdry`` uniform points of its
+    boundary (``[interior, boundary]``, float64 arrays of shape ``(n_k, 2)``)."""
+    rng = np.random.default_rng(seed)
     interior = rng.random((n_int, 2))
     s = rng.random(n_bdry)
     side = rng.integers(0, 4, n_bdry)  # 0: y = 0, 1: x = 1, 2: y = 1, 3: x = 0

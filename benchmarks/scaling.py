@@ -80,6 +80,7 @@ from ._common import (
     write_json,
     write_text,
 )
+from .crossover import square_points
 
 __all__ = ["collectives", "comm_model", "main", "n_params", "split_points"]
 
@@ -237,24 +238,6 @@ def split_points(n: int, multiple: int) -> tuple[int, int]:
     return n_int, n - n_int
 
 
-def _points(n_int: int, n_bdry: int, seed: int) -> list[Any]:
-    """``n_int`` uniform interior points and ``n_bdry`` uniform boundary points."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    interior = rng.random((n_int, 2))
-    s = rng.random(n_bdry)
-    side = rng.integers(0, 4, n_bdry)  # 0: y = 0, 1: x = 1, 2: y = 1, 3: x = 0
-    boundary = np.stack(
-        [
-            np.where(side == 1, 1.0, np.where(side == 3, 0.0, s)),
-            np.where(side == 0, 0.0, np.where(side == 2, 1.0, s)),
-        ],
-        axis=1,
-    )
-    return [interior, boundary]
-
-
 # ----------------------------------------------------------------------------------------
 # child: one device count, every case of it
 # ----------------------------------------------------------------------------------------
@@ -321,7 +304,7 @@ def _child(job: dict[str, Any]) -> list[dict[str, Any]]:
     records = []
     for case in job["cases"]:
         n_int, n_bdry = case["n_interior"], case["n_boundary"]
-        host = _points(n_int, n_bdry, seed=0)
+        host = square_points(n_int, n_bdry, seed=0)
         points = [_shard(h, rows) for h in host]
         terms = [
             slj.Term(interior, jnp.asarray(host[0]), weight=1.0, name="interior"),

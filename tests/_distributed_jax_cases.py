@@ -20,7 +20,6 @@ os.environ["XLA_FLAGS"] = (
 
 import functools
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -40,86 +39,13 @@ import sketchlinalg as sl  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import jax_poisson2d as ex  # noqa: E402
 
+from benchmarks.scaling import collectives  # noqa: E402  (the one HLO parser)
+
 DEVICES = 4
 RANK = 12
 WIDTH = 8
 N_SIDE = 8  # 64 interior + 32 boundary points: N = 96, both multiples of 4
 FIT_WIDTH = 4  # the 20-step runs: P = 37 < N = 96
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
-_OP = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
-_ARRAY = re.compile(r"\b(pred|[subf]\d+|bf16)\[([\d,]*)\]")
-_BYTES = {"pred": 1, "bf16": 2}
-
-
-_COMPUTATION = re.compile(r"^(ENTRY )?%(\S+) .*\{$")
-_CALLED = re.compile(r"(?:to_apply|body|condition|calls)=%([\w.\-]+)")
-_BRANCHES = re.compile(
-    r"(?:true_computation|false_computation)=%([\w.\-]+)|branch_computations=\{([^}]*)\}"
-)
-
-
-def _unconditional(hlo: str) -> set[str]:
-    """The computations that run on every call of the module: reachable from its entry
-    without entering a branch of a ``conditional``."""
-    edges: dict[str, set[str]] = {}
-    current, entry = "", ""
-    for line in hlo.splitlines():
-        m = _COMPUTATION.match(line)
-        if m:
-            current = m.group(2)
-            entry = current if m.group(1) else entry
-            edges.setdefault(current, set())
-            continue
-        if current and "conditional(" not in line:
-            edges[current].update(_CALLED.findall(line))
-        elif current:  # a conditional's predicate operands are computed unconditionally
-            branchless = _BRANCHES.sub("", line)
-            edges[current].update(_CALLED.findall(branchless))
-    seen, todo = {entry}, [entry]
-    while todo:
-        for nxt in edges.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
-def collectives(hlo: str) -> list[dict[str, Any]]:
-    """The collectives of a compiled module's HLO text: op, result shapes, elements, bytes,
-    and whether they run on every step (``conditional``: only in a branch of a
-    ``lax.cond`` / ``lax.switch``, e.g. one rung of an adaptive sketch size).
-
-    Each op is counted once where it stands (an op in a loop body once, whatever the trip
-    count)."""
-    always = _unconditional(hlo)
-    out = []
-    current = ""
-    for line in hlo.splitlines():
-        c = _COMPUTATION.match(line)
-        if c:
-            current = c.group(2)
-            continue
-        m = _OP.search(line)
-        if m is None:
-            continue
-        shapes = []
-        elements = nbytes = 0
-        for dtype, dims in _ARRAY.findall(m.group(1)):
-            shape = [int(d) for d in dims.split(",") if d]
-            size = int(np.prod(shape)) if shape else 1
-            shapes.append(shape)
-            elements += size
-            nbytes += size * _BYTES.get(dtype, int(dtype[1:]) // 8 if dtype[1:].isdigit() else 8)
-        out.append(
-            {
-                "op": m.group(2),
-                "shapes": shapes,
-                "elements": elements,
-                "bytes": nbytes,
-                "conditional": current not in always,
-            }
-        )
-    return out
 
 
 def model(method: str, N: int, P: int, rank: int) -> dict[str, Any]:
