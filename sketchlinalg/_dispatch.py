@@ -294,14 +294,43 @@ def _blocks_symmetric_product(xp: Any, A: Array) -> bool:
     return False
 
 
+def _host_syrk(xp: Any, A: Array) -> Array | None:
+    """``A A^T`` by the host BLAS's ``syrk`` through NumPy, or ``None`` where it cannot run.
+
+    A torch CPU tensor (not tracked by autograd, not inside a ``torch.func`` transform) is
+    viewed as a NumPy array without a copy and the product comes back the same way.
+    NumPy's ``a @ a.T`` runs ``syrk`` (``n^2 p`` flops, one triangle mirrored) where torch's
+    runs ``gemm`` (``2 n^2 p``). Measured on one core of the 2-core CPU machine at
+    ``n = 1000, p = 10,065`` (float64): 0.215 s against 0.314 s for the blocked product of
+    :func:`symmetric_product` and 0.472 s for torch's ``A @ A.T``. JAX is left to the
+    blocks: NumPy inside ``jax.pure_callback`` deadlocked (JAX 0.10.2, one intra-op
+    thread) converting the callback's argument.
+    """
+    np_ = _module("numpy")
+    name = backend_name(xp)
+    if np_ is None or A.dtype not in (xp.float32, xp.float64) or 0 in A.shape:
+        return None
+    if name == "torch":
+        if A.device.type != "cpu" or A.requires_grad:
+            return None
+        try:  # a functorch-wrapped tensor (vmap, grad) has no storage to share
+            a = A.numpy()
+        except (RuntimeError, TypeError, ValueError):
+            return None
+        return _module("torch").from_numpy(a @ a.T)
+    return None
+
+
 def symmetric_product(xp: Any, A: Array, *, block: int | None = None) -> Array:
     r"""``A A^T`` for a 2-D ``A`` (``n x p``) at about half the flops of a matrix product.
 
     The kernel ``J J^T`` of the Woodbury direction and the Gram matrix ``J^T J`` of dense
     ENGD are symmetric: BLAS's ``syrk`` forms one triangle, ``n^2 p`` flops against
     ``2 n^2 p``. NumPy calls it for ``A @ A.T``; torch and JAX (on the CPU) do not, so there
-    the rows are split into ``b`` blocks of about ``block`` rows (default
-    :data:`GRAM_BLOCK`) and only the blocks on and below the diagonal are multiplied,
+    NumPy's product is called on the same memory (:func:`_host_syrk`) and, where it cannot
+    be (JAX, a tensor tracked by autograd), the rows are split into ``b``
+    blocks of about ``block`` rows (default :data:`GRAM_BLOCK`) and only the blocks on and
+    below the diagonal are multiplied,
 
     .. math::
 
@@ -312,7 +341,12 @@ def symmetric_product(xp: Any, A: Array, *, block: int | None = None) -> Array:
     """
     block = GRAM_BLOCK if block is None else block
     n = A.shape[0]
-    if A.ndim != 2 or n < 2 * block or not _blocks_symmetric_product(xp, A):
+    if A.ndim != 2:
+        return A @ A.T
+    K = _host_syrk(xp, A)
+    if K is not None:
+        return K
+    if n < 2 * block or not _blocks_symmetric_product(xp, A):
         return A @ A.T
     b = -(-n // block)
     edges = [round(i * n / b) for i in range(b + 1)]

@@ -422,7 +422,10 @@ def build_pinn_system(
         ``rows(k, points) -> (values (c,), grads)``: term ``k``'s unweighted residual at
         ``c`` points and its gradients in the flat parameters, ``grads`` of shape ``(c, P)``
         or a sequence of ``(c, P_j)`` column blocks with ``sum P_j = P`` (one per parameter
-        tensor, written into their columns of ``J`` as they are: no concatenated copy).
+        tensor, written into their columns of ``J`` as they are: no concatenated copy), or
+        (mutable arrays only) a callable ``write(rows, scale)`` that writes ``scale`` times
+        the gradients into ``rows``, the ``(c, P)`` view of ``J`` they belong in (an adapter
+        that forms them by products of its own, straight into ``J``).
     matrix_free : callable
         ``() -> (r, J)``: the matrix-free residual and operator.
     unflatten : callable, optional
@@ -504,6 +507,14 @@ def build_pinn_system(
             r, M = carry
             start = min(i * c, n - c) if isinstance(i, int) else xp.minimum(i * c, n - c)
             values, grads = rows(k, _dispatch.dynamic_slice(xp, t.points, start, c))
+            if callable(grads):  # the adapter writes the rows itself (mutable arrays)
+                if tuple(values.shape) != (c,):
+                    raise ValueError(
+                        f"terms[{k}].residual must return a scalar per point: got rows of "
+                        f"shape {tuple(values.shape)} for {c} points"
+                    )
+                grads(M[offset + start : offset + start + c, :], scale)
+                return _dispatch.set_rows(xp, r, offset + start, values, scale), M
             blocks: list[Array] = list(grads) if isinstance(grads, (list, tuple)) else [grads]
             shapes = [tuple(g.shape) for g in blocks]
             if (

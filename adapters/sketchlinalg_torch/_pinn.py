@@ -13,6 +13,7 @@ from torch.func import functional_call, grad_and_value, vmap
 import sketchlinalg as sl
 from sketchlinalg import PATHS, PINNSystem, Term
 
+from ._mlp import MLP, factor_rows, ghost_shapes, residual_key, write_rows
 from ._operators import jacobian_operator, split_params
 
 __all__ = ["PATHS", "PINNSystem", "Term", "pinn_residual", "pinn_system"]
@@ -92,7 +93,11 @@ def _scalar_model(
     model: torch.nn.Module, params: Mapping[Any, torch.Tensor], batched: bool
 ) -> Scalar:
     """``u(x)`` for one point ``x`` of shape ``(d,)``: the module called on ``x`` or, for a
-    batch-style module, on ``x[None]`` (vmap over the points batches either form)."""
+    batch-style module, on ``x[None]`` (vmap over the points batches either form); an
+    :class:`MLP` runs its layers directly (no ``functional_call``)."""
+    mlp = MLP.of(model)
+    if mlp is not None:
+        return lambda x: mlp(params, x).reshape(())
 
     def u(x: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, dict(params), (x[None] if batched else x,))
@@ -240,9 +245,32 @@ def pinn_system(
 
     kernels = [kernel(t) for t in terms]
 
-    def rows(k: int, pts: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def generic(k: int, pts: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         grads, values = kernels[k](trainable, pts)
         return values, layout.column_blocks(grads)
+
+    mlp = MLP.of(model) if path != "matrix-free" else None
+    probes: list[Any] = [None] * len(terms)
+    if mlp is not None:
+        with torch.no_grad():
+            probes = [
+                _factor_probe(mlp, t, trainable, frozen, layout, generic, k)
+                for k, t in enumerate(terms)
+            ]
+        if chunk_size is None and all(p is not None for p in probes):
+            # the factors of all points are small (N x channels x width per layer): one
+            # block (the weight gradients are formed by blocks in write_rows)
+            chunk_size = max(int(t.points.shape[0]) for t in terms)
+
+    def rows(k: int, pts: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        if mlp is None or probes[k] is None:
+            return generic(k, pts)
+        values, factors = factor_rows(mlp, terms[k].at, trainable, frozen, pts, probes[k])
+
+        def write(target: torch.Tensor, scale: float) -> None:
+            write_rows(mlp, layout.names, layout.sizes, factors, target, scale)
+
+        return values, write
 
     def matrix_free() -> tuple[torch.Tensor, sl.JacobianOperator]:
         return jacobian_operator(
@@ -262,3 +290,42 @@ def pinn_system(
             out=out,
             workspace=workspace,
         )
+
+
+def _factor_probe(
+    mlp: MLP,
+    term: Term,
+    trainable: dict[Any, torch.Tensor],
+    frozen: Mapping[Any, torch.Tensor],
+    layout: Any,
+    generic: Callable[[int, torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]],
+    k: int,
+) -> Any:
+    """The ghost shapes of ``term``'s factor rows (:func:`ghost_shapes`), or ``None`` when
+    they do not apply: the first time a residual function is seen with a module, its factor
+    rows at (up to) two points are compared with the generic per-point gradients; a
+    mismatch (``u`` differentiated in ``x`` by reverse mode, say), or an error, keeps the
+    generic path for it. Remembered (a residual's calls of ``u`` do not depend on the
+    point's values)."""
+    seen = mlp.checked
+    pts = term.points
+    key = (residual_key(term.residual), tuple(pts.shape[1:]), pts.dtype)
+    if key in seen:
+        return seen[key]
+    try:
+        probe = ghost_shapes(mlp, term.at, {**frozen, **trainable}, pts[0])
+        few = pts[:2]
+        values, factors = factor_rows(mlp, term.at, trainable, frozen, few, probe)
+        fast = torch.empty((few.shape[0], layout.size), dtype=pts.dtype, device=pts.device)
+        write_rows(mlp, layout.names, layout.sizes, factors, fast, 1.0)
+        ref_values, blocks = generic(k, few)
+        ref = torch.cat(blocks, dim=1)
+        tol = float(torch.finfo(pts.dtype).eps) ** 0.5
+        ok = bool(
+            torch.allclose(values, ref_values, rtol=tol, atol=tol * float(ref_values.abs().max()))
+            and torch.allclose(fast, ref, rtol=tol, atol=tol * float(ref.abs().max()))
+        )
+    except Exception:  # any failure of the factor pass: the generic path decides
+        ok = False
+    seen[key] = probe if ok else None
+    return probe if ok else None
