@@ -179,7 +179,15 @@ def pinn_system(
 
     ``path="materialized"``: per-point gradients (``vmap`` over the points of
     ``grad_and_value`` of one row in the parameters), the explicit matrix and the residual
-    in one pass, ``chunk_size`` points at a time; ``"matrix-free"``: :func:`jacobian_operator`
+    in one pass, ``chunk_size`` points at a time. For a ``torch.nn.Sequential`` whose
+    parameters all belong to its ``nn.Linear`` layers (an MLP) the rows come from layer
+    factors instead: each layer's inputs and the residual's gradients in its outputs (one
+    reverse pass per point, no per-point weight gradient from autograd), multiplied into
+    the rows of ``J`` by one batched product per layer, all points in one block unless
+    ``chunk_size`` says otherwise (``sketchlinalg_torch._mlp``); a residual function whose
+    factor rows differ from the per-point gradients the first time it is seen (it
+    differentiates ``u`` in ``x`` by reverse or tangent mode, where the weights also act)
+    keeps the per-point gradients. ``"matrix-free"``: :func:`jacobian_operator`
     of :func:`pinn_residual` (batched JVPs / VJPs, ``chunk_size`` columns at a time);
     ``"auto"``: materialized when a step fits in ``memory_budget`` (default 2 GiB on the host,
     half the free memory of a GPU: :func:`sketchlinalg.default_budget`;

@@ -313,8 +313,17 @@ def _at_step(rec: dict[str, Any], k: int) -> dict[str, Any] | None:
     return points[-1] if points else None
 
 
-def rerun_section(records: Sequence[dict[str, Any]], reruns: Sequence[dict[str, Any]]) -> str:
-    """Issue 15: tuned rows rerun with the current code, next to the committed records."""
+def rerun_section(
+    records: Sequence[dict[str, Any]],
+    reruns: Sequence[dict[str, Any]],
+    *,
+    title: str = "Tuned rows rerun with the current code (issue 15)",
+    intro: str = (
+        "The same tuned configurations, budget and pinning as the committed records "
+        "(`rerun_issue15_*.jsonl`), run through the step engine in the core."
+    ),
+) -> str:
+    """Tuned rows rerun with later code, next to the committed records."""
     if not reruns:
         return ""
     committed = {(_problem_key(r), r["framework"], r["optimizer"]): r for r in records}
@@ -357,12 +366,11 @@ def rerun_section(records: Sequence[dict[str, Any]], reruns: Sequence[dict[str, 
     ]
     return "\n".join(
         [
-            "## Tuned rows rerun with the current code (issue 15)",
+            f"## {title}",
             "",
-            "The same tuned configurations, budget and pinning as the committed records "
-            "(`rerun_issue15_*.jsonl`), run through the step engine in the core. The last "
-            "column compares the two traces at the last evaluation before the smaller step "
-            "count: the accuracy per step, apart from the time per step.",
+            f"{intro} The last column compares the two traces at the last evaluation "
+            "before the smaller step count: the accuracy per step, apart from the time per "
+            "step.",
             "",
             markdown_table(header, rows),
             "",
@@ -451,6 +459,7 @@ def main(argv: list[str] | None = None) -> str:
     float32 = load(sorted(RESULTS.glob("float32_runs*.jsonl")))
     extra = load(sorted(RESULTS.glob("extra_runs*.jsonl")))
     reruns = load(sorted(RESULTS.glob("rerun_issue15_*.jsonl")))
+    reruns21 = load(sorted(RESULTS.glob("rerun_issue21_*.jsonl")))
     if not records:
         raise SystemExit(f"no full-benchmark records in {[str(p) for p in runs]}")
     order = {name: i for i, name in enumerate(PROBLEMS)}
@@ -497,6 +506,18 @@ def main(argv: list[str] | None = None) -> str:
         defaults_section(records, float32, extra),
         "",
         rerun_section(records, reruns),
+        "",
+        rerun_section(
+            records,
+            reruns21,
+            title="Natural-gradient rows rerun after the step-cost work (issue 21)",
+            intro=(
+                "The natural-gradient configurations of the committed records, same budget "
+                "and pinning, rerun with the forward-Laplacian Jacobians, the early-stopping "
+                "line search, the symmetric kernel product and (torch) the MLP rows from "
+                "layer factors (`rerun_issue21_*.jsonl`)."
+            ),
+        ),
         "",
         "## All runs",
         "",
