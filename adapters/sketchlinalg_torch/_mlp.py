@@ -24,8 +24,8 @@ A term that calls ``u`` several times sums the products of its calls.
 
 The weights must enter ``r`` only through these forward products: a residual that
 differentiates ``u`` in ``x`` by reverse mode (its parameters then also act in the backward
-pass) breaks that, so each residual function is compared once with the generic per-point
-gradients (:func:`rows_match`) and falls back to them when the two differ.
+pass) breaks that, so the adapter's ``pinn_system`` compares each residual function's
+factor rows once with the generic per-point gradients and keeps those where the two differ.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ._forward_laplacian import Jet
 
 __all__ = ["MLP", "factor_rows", "ghost_shapes", "residual_key", "write_rows"]
 
-#: Bytes of one block of per-point weight gradients in :func:`write_rows`.
+#: Bytes of one block of per-point weight gradients (a batched product) in :func:`write_rows`.
 _BLOCK_BYTES = 2 * 2**20
 
 
@@ -83,9 +83,10 @@ class MLP:
     )
 
     def scratch(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        """A kept buffer of at least ``n`` elements of ``like``'s dtype and device: the
-        blocks of :func:`write_rows` (a fresh 2 MiB product per block cost a page fault
-        per 4 KiB: 1,800 a build, a third of the time, on the nonlinear problem)."""
+        """A kept buffer of at least ``n`` elements of ``like``'s dtype and device, for the
+        blocks of :func:`write_rows`: a fresh 2 MiB product per block faulted its pages in
+        on every build (glibc maps such blocks afresh), half of the 1,800 minor page faults
+        of a build of the nonlinear problem's Jacobian (N = 202)."""
         buf = self._scratch
         if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
             buf = self._scratch = torch.empty(n, dtype=like.dtype, device=like.device)
@@ -183,8 +184,8 @@ def factor_rows(
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor, torch.Tensor]]]:
     """Residual values ``(c,)`` and per-call factors ``(layer, A, G)`` at ``c`` points:
     ``A`` (``(c, channels, ..., in)``) the layer's inputs and ``G`` (``(c, channels, ...,
-    out)``) the residual's gradients in its outputs; ``shapes``: the ghosts'
-    (:func:`ghost_shapes`)."""
+    out)``) the residual's gradients in its outputs; ``probe``: :func:`ghost_shapes` of
+    the residual."""
     params = {**frozen, **train}
 
     def row(zeros: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, Any]:
