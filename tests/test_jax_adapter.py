@@ -351,8 +351,8 @@ def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
     whole = slj.pinn_system(model, params, terms, path="materialized", chunk_size=10_000)
     loops = []
     fori_loop = core_pinn._dispatch.fori_loop
-    monkeypatch.setattr(core_pinn, "_HOST_CHUNK_BYTES", 1)
-    monkeypatch.setattr(core_pinn, "_HOST_CHUNK_MIN_POINTS", 3)
+    monkeypatch.setattr(core_pinn, "_JAX_HOST_CHUNK_BYTES", 1)
+    monkeypatch.setattr(core_pinn, "_JAX_HOST_CHUNK_MIN_POINTS", 3)
     monkeypatch.setattr(
         core_pinn._dispatch, "fori_loop", lambda *a: loops.append(a[2]) or fori_loop(*a)
     )
