@@ -389,8 +389,9 @@ def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
     """The host default splits the materialized build into blocks of points (sized by bytes
     of rows; shrunk here so that this small system needs several): the same J. (The
     generic per-point gradients: an MLP's rows from layer factors take one block.)"""
-    import sketchlinalg._pinn as core_pinn
     from sketchlinalg_torch import _pinn
+
+    import sketchlinalg._pinn as core_pinn
 
     monkeypatch.setattr(_pinn.MLP, "of", classmethod(lambda cls, module: None))
     net = mlp([2, 6, 5, 1])
