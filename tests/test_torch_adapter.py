@@ -385,19 +385,11 @@ def _points(block):
     return int(block[0].shape[0]) if isinstance(block, list) else len(block)
 
 
-def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
-    """The host default splits the materialized build into blocks of points (sized by bytes
-    of rows; shrunk here so that this small system needs several): the same J. (The
-    generic per-point gradients: an MLP's rows from layer factors take one block.)"""
-    from sketchlinalg_torch import _pinn
-
+def _tiny_host_blocks(monkeypatch):
+    """Host blocks of 2 points; returns the list that records the points of every block of
+    rows written (residual values and J rows)."""
     import sketchlinalg._pinn as core_pinn
 
-    monkeypatch.setattr(_pinn.MLP, "of", classmethod(lambda cls, module: None))
-    net = mlp([2, 6, 5, 1])
-    terms = poisson_terms()
-    params = dict(net.named_parameters())
-    whole = slt.pinn_system(net, params, terms, path="materialized", chunk_size=10_000)
     monkeypatch.setattr(core_pinn, "_HOST_CHUNK_BYTES", 1)
     monkeypatch.setattr(core_pinn, "_HOST_CHUNK_MIN_POINTS", 2)
     seen = []
@@ -407,6 +399,21 @@ def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
         "set_rows",
         lambda xp, x, s, b, c=1.0: seen.append(_points(b)) or rows(xp, x, s, b, c),
     )
+    return seen
+
+
+def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
+    """The host default splits the materialized build into blocks of points (sized by bytes
+    of rows; shrunk here so that this small system needs several): the same J. (The
+    generic per-point gradients: an MLP's rows from layer factors take one block.)"""
+    from sketchlinalg_torch import _pinn
+
+    monkeypatch.setattr(_pinn.MLP, "of", classmethod(lambda cls, module: None))
+    net = mlp([2, 6, 5, 1])
+    terms = poisson_terms()
+    params = dict(net.named_parameters())
+    whole = slt.pinn_system(net, params, terms, path="materialized", chunk_size=10_000)
+    seen = _tiny_host_blocks(monkeypatch)
     blocks = slt.pinn_system(net, params, terms, path="materialized")
     assert set(seen) == {2}  # every block holds 2 points (residual and J rows)
     torch.testing.assert_close(blocks.jacobian.matrix, whole.jacobian.matrix, rtol=1e-14, atol=0)
@@ -416,18 +423,8 @@ def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
 def test_mlp_factor_rows_take_one_block_of_points(monkeypatch):
     """Rows from layer factors hold no per-point weight gradients (their temporaries are
     points x channels x width): each term is one block, however small the host blocks."""
-    import sketchlinalg._pinn as core_pinn
-
     net = mlp([2, 6, 5, 1])
     terms = poisson_terms()
-    monkeypatch.setattr(core_pinn, "_HOST_CHUNK_BYTES", 1)
-    monkeypatch.setattr(core_pinn, "_HOST_CHUNK_MIN_POINTS", 2)
-    seen = []
-    rows = core_pinn._dispatch.set_rows
-    monkeypatch.setattr(
-        core_pinn._dispatch,
-        "set_rows",
-        lambda xp, x, s, b, c=1.0: seen.append(_points(b)) or rows(xp, x, s, b, c),
-    )
+    seen = _tiny_host_blocks(monkeypatch)
     slt.pinn_system(net, None, terms, path="materialized")
     assert seen == [int(t.points.shape[0]) for t in terms]  # residual rows only, one block each
