@@ -40,8 +40,9 @@ class LineSearchResult(NamedTuple):
     evaluations : int or array
         Trial losses evaluated.
     first_loss : array
-        The loss at the first candidate, ``eta = 1`` (``eta0`` for Armijo): how well the
-        quadratic model predicts the full step (the gain ratio of an adaptive damping).
+        The loss at the first candidate evaluated (``eta = 1`` unless the grid starts
+        lower; ``eta0`` for Armijo): how well the quadratic model predicts that step (the
+        gain ratio of an adaptive damping without a line search).
     """
 
     step_size: Array
@@ -61,21 +62,30 @@ def _status(xp: Any, ok: Any, finite0: Any) -> Any:
 
 
 def grid_line_search(
-    trial_loss: TrialLoss, loss0: Array, *, num: int = 31, batch: int | None = None
+    trial_loss: TrialLoss,
+    loss0: Array,
+    *,
+    num: int = 31,
+    batch: int | None = None,
+    start: Any = 0,
 ) -> LineSearchResult:
     """ENGD's grid line search: the best of ``eta = 2^0, 2^-1, ..., 2^-(num-1)``.
 
     With ``batch=None`` ``trial_loss`` evaluates all ``num`` candidates in one call (the
-    adapters batch it). With ``batch = b`` the candidates are evaluated from ``eta = 1``
-    down, ``b`` per call, and the search stops once the minimum is bracketed: a candidate
-    is below ``loss0`` and a smaller step size was already worse than it. Along a ray
+    adapters batch it). With ``batch = b`` the candidates are evaluated ``b`` per call from
+    ``eta = 2^-start`` down, and the search stops once the minimum is bracketed: a
+    candidate is below ``loss0`` and a smaller step size was already worse than it. When
+    the best candidate is the first one (``start > 0``) the search then goes up (``2^-(start
+    - 1)``, ...) until a larger step is worse or ``eta = 1`` is reached. Along a ray
     ``theta - eta d`` of a descent direction the loss falls from ``loss0`` as ``eta``
     grows from 0, reaches its minimum and then rises; for such a (unimodal) loss the
     early stop returns exactly the full grid's choice, and a step of ``2^-k`` costs
-    ``k + 2`` evaluations instead of ``num`` (a second, lower dip at a smaller step size is
-    missed, as any local search would). Non-finite losses never win, and the step is only
-    taken when the best candidate is *below* ``loss0``: an uphill step is never accepted
-    (then ``eta = 0`` and the status is ``NO_DECREASE``).
+    ``|k - start| + 2`` evaluations (``+ 1`` going up) instead of ``num`` (a second, lower
+    dip is missed, as any local search would). Starting at the previous step's size (what
+    the step engine does) makes a search cost about three evaluations where the step
+    sizes change slowly. Non-finite losses never win, and the step is only taken when the
+    best candidate is *below* ``loss0``: an uphill step is never accepted (then ``eta = 0``
+    and the status is ``NO_DECREASE``).
 
     Parameters
     ----------
@@ -90,6 +100,9 @@ def grid_line_search(
         Candidates per call of ``trial_loss`` with the early stop; ``None``: the whole
         grid in one call. One is cheapest where an evaluation's cost grows with the batch
         (CPUs); on a GPU a batch of several costs about one evaluation.
+    start : int or 0-d integer array
+        The grid index ``k`` of the first candidate, ``eta = 2^-k`` (clipped to ``[0, num
+        - 1]``; a traced array under ``jax.jit``); only with ``batch``.
 
     Returns
     -------
@@ -110,52 +123,87 @@ def grid_line_search(
     >>> res = grid_line_search(lambda etas: (1.0 - etas - 0.4) ** 2, np.asarray(0.36), batch=1)
     >>> float(res.step_size), int(res.evaluations)  # eta = 1, 1/2, 1/4: bracketed
     (0.5, 3)
+    >>> res = grid_line_search(
+    ...     lambda etas: (1.0 - etas - 0.4) ** 2, np.asarray(0.36), batch=1, start=3
+    ... )
+    >>> float(res.step_size), int(res.evaluations)  # 1/8, 1/16, then up: 1/4, 1/2, 1
+    (0.5, 5)
     """
     num = check_int(num, "num", low=1)
     xp = _check_search(trial_loss, loss0, "grid_line_search")
+    device = _dispatch.device_of(loss0)
     if batch is None:
-        etas = 0.5 ** xp.arange(num, dtype=loss0.dtype, device=_dispatch.device_of(loss0))
+        etas = 0.5 ** xp.arange(num, dtype=loss0.dtype, device=device)
         losses = _finite(xp, _call(trial_loss, etas, num))
         best = xp.argmin(losses)
         best_loss = xp.take(losses, xp.reshape(best, (1,)))[0]
         best_eta = xp.take(etas, xp.reshape(best, (1,)))[0]
         return _grid_result(xp, loss0, best_eta, best_loss, num, losses[0])
     batch = check_int(batch, "batch", low=1)
-    offsets = xp.arange(batch, dtype=loss0.dtype, device=_dispatch.device_of(loss0))
+    start = _start_index(xp, start, num, device)
+    offsets = xp.arange(batch, dtype=xp.int32, device=device)
     inf = xp.full_like(loss0, float("inf"))
 
+    def phases(s: tuple[Any, ...]) -> tuple[Any, Any]:
+        """Whether the downward and the upward search are done."""
+        down, up, best_loss, best_index = s[:4]
+        below = best_loss < loss0
+        # bracketed below: a smaller step than the best was evaluated (and was worse)
+        down_done = (down >= num) | (below & (best_index < down - 1))
+        # bracketed above: the best is not the largest step evaluated, or that is eta = 1
+        up_done = ~below | (up < 0) | (best_index > up + 1)
+        return down_done, up_done
+
     def cond(s: tuple[Any, ...]) -> Any:
-        start, best_loss, best_eta, last_eta, _ = s
-        bracketed = (best_loss < loss0) & (best_eta > last_eta)
-        return (start < num) & ~bracketed
+        down_done, up_done = phases(s)
+        return ~(down_done & up_done)
 
     def body(s: tuple[Any, ...]) -> tuple[Any, ...]:
-        start, best_loss, best_eta, _, first = s
-        index = xp.astype(start, loss0.dtype) + offsets
-        etas = 0.5**index
+        down, up, best_loss, best_index, first, count = s
+        going_up, _ = phases(s)
+        # downward: down, down + 1, ...; upward: up - batch + 1, ..., up (ascending, so
+        # that argmin's tie-break keeps the larger step, as the full grid's does)
+        index = xp.where(going_up, up - batch + 1 + offsets, down + offsets)
+        valid = (index >= 0) & (index < num) & (~going_up | (index <= up))
+        safe = xp.where(valid, index, xp.zeros_like(index))
+        etas = 0.5 ** xp.astype(safe, loss0.dtype)
         losses = xp.astype(_finite(xp, _call(trial_loss, etas, batch)), loss0.dtype)
-        valid = index < num  # the last batch may run past the grid
         losses = xp.where(valid, losses, xp.full_like(losses, float("inf")))
         k = xp.reshape(xp.argmin(losses), (1,))
-        new_loss, new_eta = xp.take(losses, k)[0], xp.take(etas, k)[0]
-        better = new_loss < best_loss  # ties keep the larger step, as argmin does
-        last_eta = xp.min(xp.where(valid, etas, xp.full_like(etas, float("inf"))))
-        first = xp.where(start == 0, losses[0], first)
+        new_loss, new_index = xp.take(losses, k)[0], xp.take(index, k)[0]
+        # ties keep the larger step: a later downward candidate must be strictly lower,
+        # an upward one as low
+        better = xp.where(going_up, new_loss <= best_loss, new_loss < best_loss)
+        better = better & xp.isfinite(new_loss)
+        first = xp.where(count == 0, losses[0], first)
         return (
-            start + batch,
+            xp.where(going_up, down, down + batch),
+            xp.where(going_up, up - batch, up),
             xp.where(better, new_loss, best_loss),
-            xp.where(better, new_eta, best_eta),
-            last_eta,
+            xp.where(better, new_index, best_index),
             first,
+            count + xp.astype(xp.sum(xp.astype(valid, xp.int32)), count.dtype),
         )
 
-    zero = xp.zeros_like(loss0)
-    start = xp.asarray(0, device=_dispatch.device_of(loss0))
-    start, best_loss, best_eta, _, first = _dispatch.while_loop(
-        xp, cond, body, (start, inf, zero, zero + 1.0, inf)
-    )
-    evaluations = xp.where(start < num, start, xp.full_like(start, num))
-    return _grid_result(xp, loss0, best_eta, best_loss, evaluations, first)
+    count = xp.asarray(0, dtype=xp.int32, device=device)
+    state = (start, start - 1, inf, start, inf, count)
+    _, _, best_loss, best_index, first, count = _dispatch.while_loop(xp, cond, body, state)
+    best_eta = 0.5 ** xp.astype(best_index, loss0.dtype)
+    return _grid_result(xp, loss0, best_eta, best_loss, count, first)
+
+
+def _start_index(xp: Any, start: Any, num: int, device: Any) -> Any:
+    """``start`` as a 0-d int32 array in ``[0, num - 1]``."""
+    if _dispatch.is_array(start):
+        if getattr(start, "ndim", None) != 0:
+            raise ValueError(
+                f"grid_line_search: start must be an integer or a 0-d array, got shape "
+                f"{tuple(start.shape)}"
+            )
+        index = xp.astype(start, xp.int32)
+    else:
+        index = xp.asarray(check_int(start, "start", low=0), dtype=xp.int32, device=device)
+    return xp.minimum(xp.maximum(index, xp.zeros_like(index)), xp.full_like(index, num - 1))
 
 
 def _call(trial_loss: TrialLoss, etas: Array, k: int) -> Array:

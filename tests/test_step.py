@@ -86,6 +86,73 @@ def test_early_stopping_grid_returns_the_full_grids_choice_on_a_unimodal_loss(
         assert sum(calls) == batch * -(-min(j + 2, num) // batch)
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    k=st.integers(0, 33),
+    start=st.integers(0, 40),
+    batch=st.integers(1, 6),
+    num=st.integers(1, 31),
+    curvature=st.floats(0.1, 10.0),
+)
+def test_warm_started_grid_returns_the_full_grids_choice_on_a_unimodal_loss(
+    k, start, batch, num, curvature
+):
+    """From any start the search goes down, then up, until the minimum of a unimodal loss
+    is bracketed: the full grid's step, in ``|j - start| + 3`` evaluations or fewer one by
+    one (a step of ``2^-j``; ``start`` is clipped to the grid)."""
+    star = 0.7 * 2.0**-k
+    calls = []
+
+    def trial(etas):
+        calls.append(etas.shape[0])
+        return curvature * ((etas - star) ** 2 - star**2) + 1.0
+
+    loss0 = np.asarray(1.0)
+    full = sl.grid_line_search(trial, loss0, num=num)
+    calls.clear()
+    warm = sl.grid_line_search(trial, loss0, num=num, batch=batch, start=start)
+    made = list(calls)
+    assert float(warm.step_size) == float(full.step_size)
+    assert float(warm.loss) == float(full.loss) and warm.status is full.status
+    s = min(start, num - 1)
+    assert float(warm.first_loss) == float(trial(np.asarray([0.5**s]))[0])
+    assert all(c == batch for c in made) and int(warm.evaluations) <= sum(made)
+    if full.status is sl.Status.SUCCESS and batch == 1:
+        j = round(-np.log2(float(full.step_size)))
+        assert sum(made) <= abs(j - s) + 3
+
+
+def test_warm_started_grid_on_every_backend(backend):
+    """The loss ``(0.4 - 0.6 eta)^2``-like ray of :func:`_quadratic` has its grid minimum
+    at ``eta = 1/2``: from ``start = 4`` the search goes down once (1/16, 1/32: worse) and
+    then up to 1/2 (1/4 better, 1/2 better, 1 worse); a traced start under ``jax.jit``."""
+    trial = _quadratic(backend, np.ones(3), np.ones(3))
+    loss0 = backend.asarray(np.asarray(0.5 * 3 * 0.36))
+    res = sl.grid_line_search(trial, loss0, batch=1, start=4)
+    assert float(backend.to_numpy(res.step_size)) == 0.5 and res.status is sl.Status.SUCCESS
+    assert int(backend.to_numpy(backend.xp.asarray(res.evaluations))) == 6
+    with pytest.raises(ValueError, match="start must be"):
+        sl.grid_line_search(trial, loss0, batch=1, start=backend.asarray(np.zeros(2)))
+    with pytest.raises(ValueError, match="start"):
+        sl.grid_line_search(trial, loss0, batch=1, start=-1)
+
+
+def test_warm_started_grid_traces_under_jit():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    @jax.jit
+    def search(x, start):
+        res = sl.grid_line_search(lambda e: (x - 4.0 * e) ** 2, x**2, batch=1, start=start)
+        return res.step_size, res.evaluations
+
+    for start in (0, 2, 7):
+        eta, n = search(jnp.asarray(1.0), jnp.asarray(start))
+        assert float(eta) == 0.25
+        assert int(n) == {0: 4, 2: 3, 7: 8}[start]  # 7, 8 | 6, 5, 4, 3, 2, 1
+
+
 def test_armijo_line_search(backend):
     loss0 = backend.asarray(np.asarray(9.0))
     # L(eta) = (3 - 6 eta)^2 along d = 6 (the gradient of x^2 at 3): eta = 1/2 exact
@@ -182,6 +249,40 @@ def test_momentum_remembers_the_step_taken_not_the_raw_direction(backend64):
         theta = theta + update
 
 
+def test_warm_started_grid_takes_the_same_steps_for_fewer_evaluations(backend64):
+    """Gauss–Newton on ``r = 8 A theta + sin(A theta) - y`` with ``J = A`` (an eighth of
+    the curvature, so the best steps are about ``1/8``): along each step the loss falls
+    and rises once, so the grid started at the last step size chooses what the grid from
+    ``eta = 1`` chooses, in fewer evaluations (3 instead of 5 for a step of 1/8)."""
+    _, _, Ab, yb = _linear(backend64, seed=3, N=12, P=5)
+    xp = backend64.xp
+
+    def residual(theta):
+        z = Ab @ theta
+        return 8.0 * z + xp.sin(z) - yb
+
+    runs = {}
+    for warm in (False, True):
+        engine = sl.StepEngine(sl.Dense(), damping=1e-6, grid_warm_start=warm)
+        theta = backend64.asarray(np.zeros(5))
+        state, etas, count = engine.init(theta), [], [0]
+        for _ in range(3):
+
+            def trial(e, d, theta=theta, count=count):
+                count[0] += int(e.shape[0])
+                res = [residual(theta - float(eta) * d) for eta in backend64.to_numpy(e)]
+                return xp.stack([0.5 * xp.sum(v * v) for v in res])
+
+            update, state, info = engine.step(Ab, residual(theta), state, trial_loss=trial)
+            etas.append(float(backend64.to_numpy(info.step_size)))
+            theta = theta + update
+        runs[warm] = (etas, count[0], backend64.to_numpy(theta))
+    assert runs[True][0] == runs[False][0], runs
+    assert all(0 < e < 1 for e in runs[True][0]), runs
+    np.testing.assert_array_equal(runs[True][2], runs[False][2])
+    assert runs[True][1] < runs[False][1], runs
+
+
 def test_nonfinite_step_is_skipped_counted_and_warned(backend):
     _, _, Ab, yb = _linear(backend)
     engine = sl.StepEngine(sl.Nystrom(rank=3), damping=1e-3, line_search=None)
@@ -239,6 +340,9 @@ def test_engine_options_are_checked_once():
         sl.StepEngine.from_options("dense", inverse="projected")
     with pytest.raises(ValueError, match=r"linalg_dtype must be one of \('float64', None\)"):
         sl.StepEngine(sl.Dense(), linalg_dtype="float16")
+    with pytest.raises(TypeError, match="grid_warm_start must be True or False, got 1"):
+        sl.StepEngine(sl.Dense(), grid_warm_start=1)
+    assert not sl.StepEngine.from_options("dense", grid_warm_start=False).grid_warm_start
     engine = sl.StepEngine.from_options("nystrom", rank=7, damping=1e-4, momentum=0.5)
     assert engine.solver == sl.Nystrom(rank=7) and engine.momentum == 0.5
     assert sl.StepEngine.from_options("dense", linalg_dtype=None).linalg_dtype is None

@@ -87,8 +87,8 @@ class NaturalGradient(torch.optim.Optimizer):
         no distribution.
     **options
         Of :meth:`sketchlinalg.StepEngine.from_options`: ``damping``, ``line_search``,
-        ``grid_size``, ``grid_batch``, ``armijo_c``, ``momentum`` and the solver's options
-        (``rank``, ``inverse``, ``sketch``, ``rtol``, ...).
+        ``grid_size``, ``grid_batch``, ``grid_warm_start``, ``armijo_c``, ``momentum`` and
+        the solver's options (``rank``, ``inverse``, ``sketch``, ``rtol``, ...).
 
     Attributes
     ----------
