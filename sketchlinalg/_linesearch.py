@@ -81,9 +81,10 @@ def grid_line_search(
     grows from 0, reaches its minimum and then rises; for such a (unimodal) loss the
     early stop returns exactly the full grid's choice, and a step of ``2^-k`` costs
     ``|k - start| + 2`` evaluations (``+ 1`` going up) instead of ``num`` (a second, lower
-    dip is missed, as any local search would). Starting at the previous step's size (what
-    the step engine does) makes a search cost about three evaluations where the step
-    sizes change slowly. Non-finite losses never win, and the step is only taken when the
+    dip is missed, as any local search would: a warm start at the previous step's size,
+    ``StepEngine(grid_warm_start=True)``, costs about three evaluations where step sizes
+    change slowly, but a dip at larger steps than the start can hold it at small ones).
+    Non-finite losses never win, and the step is only taken when the
     best candidate is *below* ``loss0``: an uphill step is never accepted (then ``eta = 0``
     and the status is ``NO_DECREASE``).
 

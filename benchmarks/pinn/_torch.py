@@ -64,9 +64,16 @@ class TorchTrainer:
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.terms = self._draw()
         # Seconds per natural-gradient step in its phases: the system_fn call (residual and
-        # Jacobian), the residual_fn calls inside the step (the line search) and the whole.
-        self.phases: dict[str, list[float]] = {"jacobian_s": [], "line_search_s": [], "step_s": []}
+        # Jacobian), the residual_fn calls inside the step (the line search; and how many)
+        # and the whole.
+        self.phases: dict[str, list[float]] = {
+            "jacobian_s": [],
+            "line_search_s": [],
+            "line_search_evaluations": [],
+            "step_s": [],
+        }
         self._line_search_s: float | None = None  # accumulates while a step runs
+        self._line_search_evaluations = 0
         self.n_points = sum(int(t.points.shape[0]) for t in self.terms)
         kind, s = spec.kind, spec.settings
         params = list(self.model.parameters())
@@ -112,6 +119,7 @@ class TorchTrainer:
         out = slt.pinn_residual(self.model, params, self.terms)
         if self._line_search_s is not None:
             self._line_search_s += time.perf_counter() - t0
+            self._line_search_evaluations += 1
         return out
 
     def _natural_gradient(self, seed: int) -> slt.NaturalGradient:
@@ -150,11 +158,12 @@ class TorchTrainer:
         if kind == "lbfgs":
             out = self.opt.step(self._closure)  # type: ignore[arg-type]  # returns the loss
             return _scalar(out), None
-        self._line_search_s = 0.0
+        self._line_search_s, self._line_search_evaluations = 0.0, 0
         t0 = time.perf_counter()
         out = self.opt.step()
         self.phases["step_s"].append(time.perf_counter() - t0)
         self.phases["line_search_s"].append(self._line_search_s)
+        self.phases["line_search_evaluations"].append(self._line_search_evaluations)
         self._line_search_s = None
         first = next(iter(self.model.parameters()))
         return _scalar(out), float(self.opt.state[first]["step_size"])

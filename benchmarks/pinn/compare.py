@@ -121,12 +121,14 @@ def table(records: list[dict[str, Any]]) -> str:
     if profiled:
         phase_rows = [
             [
+                r["problem"],
                 r["framework"],
                 r["optimizer"],
                 str(r.get("seed", "-")),
                 str(r["phases"].get("profiled_steps")),
                 _num(r["phases"].get("jacobian_s"), ".3f"),
                 _num(r["phases"].get("line_search_s"), ".3f"),
+                _num(r["phases"].get("line_search_evaluations"), ".1f"),
                 _num(r["phases"].get("step_s"), ".3f"),
                 r.get("phases_note", ""),
             ]
@@ -135,16 +137,19 @@ def table(records: list[dict[str, Any]]) -> str:
         phases = (
             "\nPhases per step: `jacobian`: the residual and what the step's kernel is built "
             "from (rla-pinns: layer inputs and output gradients; ours: the materialized "
-            "Jacobian); `line search`: the grid search's loss evaluations; `step`: the "
-            "optimizer's whole step.\n\n"
+            "Jacobian); `line search`: the grid search's loss evaluations (`evaluations`: "
+            "how many, median over the steps; `-`: not counted); `step`: the optimizer's "
+            "whole step.\n\n"
             + markdown_table(
                 [
+                    "problem",
                     "framework",
                     "optimizer",
                     "seed",
                     "steps",
                     "jacobian [s]",
                     "line search [s]",
+                    "evaluations",
                     "step [s]",
                     "how",
                 ],

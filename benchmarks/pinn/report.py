@@ -460,6 +460,7 @@ def main(argv: list[str] | None = None) -> str:
     extra = load(sorted(RESULTS.glob("extra_runs*.jsonl")))
     reruns = load(sorted(RESULTS.glob("rerun_issue15_*.jsonl")))
     reruns21 = load(sorted(RESULTS.glob("rerun_issue21_*.jsonl")))
+    reruns21b = load(sorted(RESULTS.glob("rerun_issue21b_*.jsonl")))
     if not records:
         raise SystemExit(f"no full-benchmark records in {[str(p) for p in runs]}")
     order = {name: i for i, name in enumerate(PROBLEMS)}
@@ -516,6 +517,17 @@ def main(argv: list[str] | None = None) -> str:
                 "and pinning, rerun with the forward-Laplacian Jacobians, the early-stopping "
                 "line search, the symmetric kernel product and (torch) the MLP rows from "
                 "layer factors (`rerun_issue21_*.jsonl`)."
+            ),
+        ),
+        "",
+        rerun_section(
+            records,
+            reruns21b,
+            title="Natural-gradient rows rerun after the warm-started grid (issue 21)",
+            intro=(
+                "As above, with the grid line search started at the last step size and "
+                "(torch) the factor rows from one reverse pass (`rerun_issue21b_*.jsonl`: "
+                "every JAX row; the torch rows the previous rerun left behind)."
             ),
         ),
         "",
