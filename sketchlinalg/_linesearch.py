@@ -156,12 +156,10 @@ def grid_line_search(
         return down_done, up_done
 
     def cond(s: tuple[Any, ...]) -> Any:
-        down_done, up_done = phases(s)
-        return ~(down_done & up_done)
+        return ~(s[6] & s[7])
 
     def body(s: tuple[Any, ...]) -> tuple[Any, ...]:
-        down, up, best_loss, best_index, first, count = s
-        going_up, _ = phases(s)
+        down, up, best_loss, best_index, first, count, going_up, _ = s
         # downward: down, down + 1, ...; upward: up - batch + 1, ..., up (ascending, so
         # that argmin's tie-break keeps the larger step, as the full grid's does)
         index = xp.where(going_up, up - batch + 1 + offsets, down + offsets)
@@ -177,7 +175,7 @@ def grid_line_search(
         better = xp.where(going_up, new_loss <= best_loss, new_loss < best_loss)
         better = better & xp.isfinite(new_loss)
         first = xp.where(count == 0, losses[0], first)
-        return (
+        new = (
             xp.where(going_up, down, down + batch),
             xp.where(going_up, up - batch, up),
             xp.where(better, new_loss, best_loss),
@@ -185,10 +183,12 @@ def grid_line_search(
             first,
             count + xp.astype(xp.sum(xp.astype(valid, xp.int32)), count.dtype),
         )
+        return (*new, *phases(new))  # the phases once per iteration, for cond and body
 
     count = xp.asarray(0, dtype=xp.int32, device=device)
-    state = (start, start - 1, inf, start, inf, count)
-    _, _, best_loss, best_index, first, count = _dispatch.while_loop(xp, cond, body, state)
+    init = (start, start - 1, inf, start, inf, count)
+    state = (*init, *phases(init))
+    _, _, best_loss, best_index, first, count, _, _ = _dispatch.while_loop(xp, cond, body, state)
     best_eta = 0.5 ** xp.astype(best_index, loss0.dtype)
     return _grid_result(xp, loss0, best_eta, best_loss, count, first)
 

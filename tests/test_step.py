@@ -53,6 +53,19 @@ def test_grid_line_search_never_goes_uphill_and_ignores_nonfinite(backend, batch
     assert nan0.status is sl.Status.NONFINITE and float(backend.to_numpy(nan0.step_size)) == 0
 
 
+def _unimodal_ray(k, curvature):
+    """Trial losses ``c (eta - eta*)^2 - c eta*^2 + 1`` with ``eta* = 0.7 * 2^-k`` (falling
+    from 1, then rising) and the list of batch sizes they were called with."""
+    star = 0.7 * 2.0**-k
+    calls = []
+
+    def trial(etas):
+        calls.append(etas.shape[0])
+        return curvature * ((etas - star) ** 2 - star**2) + 1.0
+
+    return trial, calls
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     k=st.integers(0, 33),
@@ -66,13 +79,7 @@ def test_early_stopping_grid_returns_the_full_grids_choice_on_a_unimodal_loss(
     """Along a ray the loss ``c (eta - eta*)^2 - c eta*^2 + 1`` falls, bottoms out at
     ``eta* = 0.7 * 2^-k`` and rises: the batched search stops once it has seen the rise, with
     the full grid's step, and a step of ``2^-j`` costs ``j + 2`` evaluations one by one."""
-    star = 0.7 * 2.0**-k
-    calls = []
-
-    def trial(etas):
-        calls.append(etas.shape[0])
-        return curvature * ((etas - star) ** 2 - star**2) + 1.0
-
+    trial, calls = _unimodal_ray(k, curvature)
     loss0 = np.asarray(1.0)
     full = sl.grid_line_search(trial, loss0, num=num)
     calls.clear()
@@ -100,13 +107,7 @@ def test_warm_started_grid_returns_the_full_grids_choice_on_a_unimodal_loss(
     """From any start the search goes down, then up, until the minimum of a unimodal loss
     is bracketed: the full grid's step, in ``|j - start| + 3`` evaluations or fewer one by
     one (a step of ``2^-j``; ``start`` is clipped to the grid)."""
-    star = 0.7 * 2.0**-k
-    calls = []
-
-    def trial(etas):
-        calls.append(etas.shape[0])
-        return curvature * ((etas - star) ** 2 - star**2) + 1.0
-
+    trial, calls = _unimodal_ray(k, curvature)
     loss0 = np.asarray(1.0)
     full = sl.grid_line_search(trial, loss0, num=num)
     calls.clear()
