@@ -95,6 +95,29 @@ def test_factor_rows_equal_the_generic_rows(
     assert float((r - r0).abs().max()) <= 100 * eps * max(1.0, float(r0.abs().max()))
 
 
+def test_repeated_builds_reuse_zero_ghosts_and_stay_exact(monkeypatch):
+    # The factor pass keeps its zero "ghost" leaves between builds: builds with other point
+    # counts, new parameters and repeats must give the generic rows every time, and the
+    # kept ghosts must stay zero and gradient-free.
+    model = _net(3, [3, 6, 6, 1], "tanh", torch.float64)
+    g = torch.Generator().manual_seed(3)
+    for n, step in [(9, 0.0), (5, 0.1), (9, 0.2), (9, 0.2)]:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(step)
+        points = [
+            torch.rand(n, 3, generator=g, dtype=torch.float64),
+            torch.rand(4, 3, generator=g, dtype=torch.float64),
+        ]
+        terms = _terms("derivatives", points, 3)
+        r, J, _ = slt.pinn_system(model, None, terms, path="materialized")
+        r0, J0, _ = _generic(monkeypatch, model, None, terms)
+        assert torch.allclose(J.matrix, J0.matrix, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(r, r0, rtol=1e-12, atol=1e-14)
+    kept = [t for ghosts in MLP.of(model)._ghosts.values() for t in ghosts]
+    assert kept and all(t.grad is None and not t.any() for t in kept)
+
+
 @pytest.mark.parametrize("derivative", ["gradient", "time_derivative"])
 def test_reverse_and_tangent_derivatives_fall_back_to_the_generic_rows(monkeypatch, derivative):
     # The weights then also act in the backward (or tangent) pass, which the factors miss:

@@ -71,6 +71,7 @@ class MLP:
         #: generic per-point gradients, else None (filled by the adapter's pinn_system)
         self.checked: dict[Any, Any] = {}
         self._scratch: torch.Tensor | None = None
+        self._ghosts: dict[Any, list[torch.Tensor]] = {}
         # (kind, payload): ("linear", (weight name, bias name)) or ("module", child)
         self._steps: list[tuple[str, Any]] = []
         self.linears: list[tuple[str, str | None]] = []
@@ -95,6 +96,22 @@ class MLP:
         if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
             buf = self._scratch = torch.empty(n, dtype=like.dtype, device=like.device)
         return buf[:n]
+
+    def ghosts(self, c: int, shapes: list[torch.Size], like: torch.Tensor) -> list[torch.Tensor]:
+        """Zero leaves of shapes ``(c, *s)`` requiring gradients, kept from call to call
+        (they are only read: each build's gradients come from ``autograd.grad``): fresh
+        zeros were as many multi-MiB page-faulting fills per build (Poisson 5D: 5 a term,
+        2.9 MiB each)."""
+        key = (c, tuple(shapes), like.dtype, like.device)
+        kept = self._ghosts.get(key)
+        if kept is None:
+            if len(self._ghosts) >= 8:  # point counts that change: keep the recent ones
+                self._ghosts.pop(next(iter(self._ghosts)))
+            kept = self._ghosts[key] = [
+                torch.zeros((c, *s), dtype=like.dtype, device=like.device, requires_grad=True)
+                for s in shapes
+            ]
+        return kept
 
     @classmethod
     def of(cls, model: Any) -> MLP | None:
@@ -154,8 +171,15 @@ class MLP:
                 Z = Z + next(ghosts)
             if record is not None:
                 record.append((layer, A, Z))
-            value = Z[0] if b is None else Z[0] + b
-            h = Jet(value, Z[1 : d + 1], Z[d + 1], h.weights) if jet else value
+            if jet:
+                # split and squeeze, not indexing: the backward of Z[0] or Z[1 : d + 1]
+                # fills a fresh zero matrix of Z's size (its pages faulted in), split's is
+                # one concatenation and squeeze's a view
+                z0, zg, zl = torch.split(Z, [1, d, 1])
+                z0, zl = z0.squeeze(0), zl.squeeze(0)
+                h = Jet(z0 if b is None else z0 + b, zg, zl, h.weights)
+            else:
+                h = Z.squeeze(0) if b is None else Z.squeeze(0) + b
         return h
 
 
@@ -201,10 +225,7 @@ def factor_rows(
     shapes, layers = probe
     c = points.shape[0]
     with torch.enable_grad():
-        ghosts = [
-            torch.zeros((c, *s), dtype=points.dtype, device=points.device, requires_grad=True)
-            for s in shapes
-        ]
+        ghosts = mlp.ghosts(c, shapes, points)
         values, inputs = vmap(row)(ghosts, points)
         if values.requires_grad:
             # r_n depends on the ghosts of point n only: one reverse pass of sum_n r_n
