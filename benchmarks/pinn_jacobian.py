@@ -15,8 +15,9 @@ P = 10,065, 800 + 200 points, float64) time, through the public entry points:
 Every Laplacian method of each adapter is timed in one run, interleaved over repeats, one
 thread (``--threads``), the first call (compilation) excluded; minimum and median reported.
 
-Run: ``python -m benchmarks.pinn_jacobian [--problem poisson5d] [--repeats 9] [--out DIR]``
-(writes ``pinn_jacobian.json`` and ``pinn_jacobian.md``).
+Run: ``python -m benchmarks.pinn_jacobian [--problem poisson5d] [--repeats 9] [--out DIR]
+[--tag TAG]`` (writes ``pinn_jacobian.json`` and ``pinn_jacobian.md``, ``pinn_jacobian_TAG.*``
+with ``--tag``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -210,6 +212,7 @@ def _markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"N = {meta['n_points']}, float64)\n\n"
         f"Command: `{meta['command']}`\n\n"
         f"Machine: {machine.get('cpu_model')} ({machine.get('cpu_count')} CPUs), "
+        f"`GLIBC_TUNABLES={machine.get('env', {}).get('GLIBC_TUNABLES') or ''}`, "
         f"{meta['threads']} thread(s), load before/after {meta['load_before']} / "
         f"{meta['load_after']}; jax {machine.get('versions', {}).get('jax')}, torch "
         f"{machine.get('versions', {}).get('torch')}; {machine.get('date_utc', '')}\n\n"
@@ -222,9 +225,9 @@ def _markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{table}\n\n"
         "For reference: the public rla-pinns code builds no N x P matrix (its kernel is "
         "formed from layer inputs and output gradients); its forward Laplacian plus one "
-        "backward pass took 0.024 s in the issue's run and 0.032-0.038 s under cProfile in "
-        "`python -m benchmarks.pinn.rla_pinns` "
-        "(`benchmarks/results/pinn/issue21_rla_side_by_side.md`).\n"
+        "backward pass took 0.024 s in the issue's run and 0.024-0.038 s under cProfile in "
+        "the runs of `python -m benchmarks.pinn.rla_pinns` "
+        "(`benchmarks/results/pinn/issue21_rla_*.md`).\n"
     )
 
 
@@ -236,7 +239,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument(
+        "--tag",
+        default="",
+        help="suffix of the output names (pinn_jacobian_TAG.*), e.g. for a run under other "
+        "environment settings",
+    )
     args = p.parse_args(argv)
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
+        raise SystemExit(f"--tag: expected letters, digits, '-' or '_', got {args.tag!r}")
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(args.threads)
     os.environ["XLA_FLAGS"] = (
@@ -267,9 +278,10 @@ def main(argv: list[str] | None = None) -> None:
         "load_before": load_before,
         "load_after": load_average(),
     }
-    write_json(args.out / "pinn_jacobian.json", {**meta, "records": records})
+    name = f"pinn_jacobian_{args.tag}" if args.tag else "pinn_jacobian"
+    write_json(args.out / f"{name}.json", {**meta, "records": records})
     text = _markdown(records, meta)
-    write_text(args.out / "pinn_jacobian.md", text)
+    write_text(args.out / f"{name}.md", text)
     print(text)
 
 

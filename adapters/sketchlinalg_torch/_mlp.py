@@ -101,11 +101,12 @@ class MLP:
         """Zero leaves of shapes ``(c, *s)`` requiring gradients, kept from call to call
         (they are only read: each build's gradients come from ``autograd.grad``): fresh
         zeros were as many multi-MiB page-faulting fills per build (Poisson 5D: 5 a term,
-        2.9 MiB each)."""
+        2.9 MiB each). Kept: the last four shapes, ``c x channels x (sum of the layer
+        widths)`` numbers each (about a tenth of the ``c`` rows of ``J`` at width 64)."""
         key = (c, tuple(shapes), like.dtype, like.device)
         kept = self._ghosts.get(key)
         if kept is None:
-            if len(self._ghosts) >= 8:  # point counts that change: keep the recent ones
+            if len(self._ghosts) >= 4:  # a few terms' blocks; the oldest leaves first
                 self._ghosts.pop(next(iter(self._ghosts)))
             kept = self._ghosts[key] = [
                 torch.zeros((c, *s), dtype=like.dtype, device=like.device, requires_grad=True)

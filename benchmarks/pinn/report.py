@@ -461,6 +461,7 @@ def main(argv: list[str] | None = None) -> str:
     reruns = load(sorted(RESULTS.glob("rerun_issue15_*.jsonl")))
     reruns21 = load(sorted(RESULTS.glob("rerun_issue21_*.jsonl")))
     reruns21b = load(sorted(RESULTS.glob("rerun_issue21b_*.jsonl")))
+    reruns21c = load(sorted(RESULTS.glob("rerun_issue21c_*.jsonl")))
     if not records:
         raise SystemExit(f"no full-benchmark records in {[str(p) for p in runs]}")
     order = {name: i for i, name in enumerate(PROBLEMS)}
@@ -528,6 +529,18 @@ def main(argv: list[str] | None = None) -> str:
                 "As above, with the grid line search started at the last step size and "
                 "(torch) the factor rows from one reverse pass (`rerun_issue21b_*.jsonl`: "
                 "every JAX row; the torch rows the previous rerun left behind)."
+            ),
+        ),
+        "",
+        rerun_section(
+            records,
+            reruns21c,
+            title="Natural-gradient rows rerun with the current defaults (issue 21)",
+            intro=(
+                "As above, with the grid line search's warm start off again (the default "
+                "since dense ENGD stalled on transport with it) and (torch) the factor pass "
+                "without zero-filled temporaries (`rerun_issue21c_*.jsonl`: every JAX row; "
+                "the torch rows that were behind their records in the reruns above)."
             ),
         ),
         "",
