@@ -313,6 +313,34 @@ def _at_step(rec: dict[str, Any], k: int) -> dict[str, Any] | None:
     return points[-1] if points else None
 
 
+#: The issue-21 reruns of the natural-gradient rows: (file pattern, section title, intro).
+ISSUE21_RERUNS = (
+    (
+        "rerun_issue21_*.jsonl",
+        "Natural-gradient rows rerun after the step-cost work (issue 21)",
+        "The natural-gradient configurations of the committed records, same budget and "
+        "pinning, rerun with the forward-Laplacian Jacobians, the early-stopping line search, "
+        "the symmetric kernel product and (torch) the MLP rows from layer factors "
+        "(`rerun_issue21_*.jsonl`).",
+    ),
+    (
+        "rerun_issue21b_*.jsonl",
+        "Natural-gradient rows rerun after the warm-started grid (issue 21)",
+        "As above, with the grid line search started at the last step size and (torch) the "
+        "factor rows from one reverse pass (`rerun_issue21b_*.jsonl`: every JAX row; the "
+        "torch rows the previous rerun left behind).",
+    ),
+    (
+        "rerun_issue21c_*.jsonl",
+        "Natural-gradient rows rerun with the current defaults (issue 21)",
+        "As above, with the grid line search's warm start off again (the default since dense "
+        "ENGD stalled on transport with it) and (torch) the factor pass without zero-filled "
+        "temporaries (`rerun_issue21c_*.jsonl`: every JAX row; the torch rows that were "
+        "behind their records in the reruns above).",
+    ),
+)
+
+
 def rerun_section(
     records: Sequence[dict[str, Any]],
     reruns: Sequence[dict[str, Any]],
@@ -459,9 +487,6 @@ def main(argv: list[str] | None = None) -> str:
     float32 = load(sorted(RESULTS.glob("float32_runs*.jsonl")))
     extra = load(sorted(RESULTS.glob("extra_runs*.jsonl")))
     reruns = load(sorted(RESULTS.glob("rerun_issue15_*.jsonl")))
-    reruns21 = load(sorted(RESULTS.glob("rerun_issue21_*.jsonl")))
-    reruns21b = load(sorted(RESULTS.glob("rerun_issue21b_*.jsonl")))
-    reruns21c = load(sorted(RESULTS.glob("rerun_issue21c_*.jsonl")))
     if not records:
         raise SystemExit(f"no full-benchmark records in {[str(p) for p in runs]}")
     order = {name: i for i, name in enumerate(PROBLEMS)}
@@ -509,41 +534,16 @@ def main(argv: list[str] | None = None) -> str:
         "",
         rerun_section(records, reruns),
         "",
-        rerun_section(
-            records,
-            reruns21,
-            title="Natural-gradient rows rerun after the step-cost work (issue 21)",
-            intro=(
-                "The natural-gradient configurations of the committed records, same budget "
-                "and pinning, rerun with the forward-Laplacian Jacobians, the early-stopping "
-                "line search, the symmetric kernel product and (torch) the MLP rows from "
-                "layer factors (`rerun_issue21_*.jsonl`)."
-            ),
+        *(
+            part
+            for pattern, title, intro in ISSUE21_RERUNS
+            for part in (
+                rerun_section(
+                    records, load(sorted(RESULTS.glob(pattern))), title=title, intro=intro
+                ),
+                "",
+            )
         ),
-        "",
-        rerun_section(
-            records,
-            reruns21b,
-            title="Natural-gradient rows rerun after the warm-started grid (issue 21)",
-            intro=(
-                "As above, with the grid line search started at the last step size and "
-                "(torch) the factor rows from one reverse pass (`rerun_issue21b_*.jsonl`: "
-                "every JAX row; the torch rows the previous rerun left behind)."
-            ),
-        ),
-        "",
-        rerun_section(
-            records,
-            reruns21c,
-            title="Natural-gradient rows rerun with the current defaults (issue 21)",
-            intro=(
-                "As above, with the grid line search's warm start off again (the default "
-                "since dense ENGD stalled on transport with it) and (torch) the factor pass "
-                "without zero-filled temporaries (`rerun_issue21c_*.jsonl`: every JAX row; "
-                "the torch rows that were behind their records in the reruns above)."
-            ),
-        ),
-        "",
         "## All runs",
         "",
         results_table(records),
