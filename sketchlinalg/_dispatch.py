@@ -501,6 +501,15 @@ def while_loop(xp: Any, cond: Callable[[Any], Any], body: Callable[[Any], Any], 
     return state
 
 
+def to_list(x: Array) -> list[Any]:
+    """The elements of an eager 1-D array as Python numbers (one host transfer where the
+    library has ``tolist``; element by element otherwise, e.g. array-api-strict)."""
+    tolist = getattr(x, "tolist", None)
+    if callable(tolist):
+        return list(tolist())
+    return [float(x[i]) for i in range(x.shape[0])]
+
+
 def host_call(xp: Any, pred: Any, fn: Callable[..., None], *args: Any) -> None:
     """Call ``fn(*args)`` on the host when ``pred`` holds (for warnings).
 

@@ -8,6 +8,7 @@ itself is array-API code that traces under ``jax.jit``.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -141,25 +142,80 @@ def grid_line_search(
         best_eta = xp.take(etas, xp.reshape(best, (1,)))[0]
         return _grid_result(xp, loss0, best_eta, best_loss, num, losses[0])
     batch = check_int(batch, "batch", low=1)
-    start = _start_index(xp, start, num, device)
-    offsets = xp.arange(batch, dtype=xp.int32, device=device)
-    inf = xp.full_like(loss0, float("inf"))
+    if _dispatch.is_tracing(loss0, start):
+        return _traced_search(xp, trial_loss, loss0, num, batch, start, device)
+    return _eager_search(xp, trial_loss, loss0, num, batch, start, device)
 
-    def phases(s: tuple[Any, ...]) -> tuple[Any, Any]:
-        """Whether the downward and the upward search are done."""
-        down, up, best_loss, best_index = s[:4]
-        below = best_loss < loss0
-        # bracketed below: a smaller step than the best was evaluated (and was worse)
-        down_done = (down >= num) | (below & (best_index < down - 1))
-        # bracketed above: the best is not the largest step evaluated, or that is eta = 1
-        up_done = ~below | (up < 0) | (best_index > up + 1)
-        return down_done, up_done
+
+# The early-stopping grid's rule, written once over scalars: 0-d arrays under tracing
+# (``select`` is ``xp.where``, ``invert`` is ``~``) or Python numbers eagerly, where a
+# 0-d array per bookkeeping operation cost about as much as a residual evaluation of a
+# small PINN (45 array operations an iteration; Python scalars need one host transfer of
+# the batch's losses, the synchronization the loop's test makes anyway). The state is
+# ``(down, up, best_loss, best_index, first, count, down_done, up_done)``: the next index
+# downward and upward, the best candidate so far, the first loss evaluated, the count.
+
+
+def _phases(
+    s: tuple[Any, ...], loss0: Any, num: int, invert: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """Whether the downward and the upward search are done."""
+    down, up, best_loss, best_index = s[:4]
+    below = best_loss < loss0
+    # bracketed below: a smaller step than the best was evaluated (and was worse)
+    down_done = (down >= num) | (below & (best_index < down - 1))
+    # bracketed above: the best is not the largest step evaluated, or that is eta = 1
+    up_done = invert(below) | (up < 0) | (best_index > up + 1)
+    return down_done, up_done
+
+
+def _grid_loop(
+    xp: Any,
+    candidates: Callable[[Any, Any, Any], tuple[Any, Any, Any, Any]],
+    init: tuple[Any, ...],
+    loss0: Any,
+    num: int,
+    batch: int,
+    select: Callable[[Any, Any, Any], Any],
+    invert: Callable[[Any], Any],
+) -> tuple[Any, ...]:
+    """Run the search from ``init`` (``(start, start - 1, inf, start, inf, 0)``);
+    ``candidates(going_up, down, up) -> (loss, index, first loss, evaluated)`` evaluates
+    the next batch: its best candidate (the larger step of a tie; non-finite or outside
+    the grid: ``inf``), the batch's first loss and how many of it were on the grid."""
 
     def cond(s: tuple[Any, ...]) -> Any:
-        return ~(s[6] & s[7])
+        return invert(s[6] & s[7])
 
     def body(s: tuple[Any, ...]) -> tuple[Any, ...]:
         down, up, best_loss, best_index, first, count, going_up, _ = s
+        new_loss, new_index, first_loss, evaluated = candidates(going_up, down, up)
+        # ties keep the larger step: a later downward candidate must be strictly lower,
+        # an upward one as low (new_loss is inf where not finite)
+        better = select(going_up, new_loss <= best_loss, new_loss < best_loss)
+        better = better & (new_loss < float("inf"))
+        new = (
+            select(going_up, down, down + batch),
+            select(going_up, up - batch, up),
+            select(better, new_loss, best_loss),
+            select(better, new_index, best_index),
+            select(count == 0, first_loss, first),
+            count + evaluated,
+        )
+        return (*new, *_phases(new, loss0, num, invert))  # once per iteration
+
+    state = (*init, *_phases(init, loss0, num, invert))
+    return _dispatch.while_loop(xp, cond, body, state)
+
+
+def _traced_search(
+    xp: Any, trial_loss: TrialLoss, loss0: Array, num: int, batch: int, start: Any, device: Any
+) -> LineSearchResult:
+    """The early-stopping grid as a ``while_loop`` over 0-d arrays (``jax.jit``)."""
+    start = _start_index(xp, start, num, device)
+    offsets = xp.arange(batch, dtype=xp.int32, device=device)
+
+    def candidates(going_up: Any, down: Any, up: Any) -> tuple[Any, Any, Any, Any]:
         # downward: down, down + 1, ...; upward: up - batch + 1, ..., up (ascending, so
         # that argmin's tie-break keeps the larger step, as the full grid's does)
         index = xp.where(going_up, up - batch + 1 + offsets, down + offsets)
@@ -167,30 +223,62 @@ def grid_line_search(
         safe = xp.where(valid, index, xp.zeros_like(index))
         etas = 0.5 ** xp.astype(safe, loss0.dtype)
         losses = xp.astype(_finite(xp, _call(trial_loss, etas, batch)), loss0.dtype)
-        losses = xp.where(valid, losses, xp.full_like(losses, float("inf")))
-        k = xp.reshape(xp.argmin(losses), (1,))
-        new_loss, new_index = xp.take(losses, k)[0], xp.take(index, k)[0]
-        # ties keep the larger step: a later downward candidate must be strictly lower,
-        # an upward one as low
-        better = xp.where(going_up, new_loss <= best_loss, new_loss < best_loss)
-        better = better & xp.isfinite(new_loss)
-        first = xp.where(count == 0, losses[0], first)
-        new = (
-            xp.where(going_up, down, down + batch),
-            xp.where(going_up, up - batch, up),
-            xp.where(better, new_loss, best_loss),
-            xp.where(better, new_index, best_index),
-            first,
-            count + xp.astype(xp.sum(xp.astype(valid, xp.int32)), count.dtype),
-        )
-        return (*new, *phases(new))  # the phases once per iteration, for cond and body
+        masked = xp.where(valid, losses, xp.full_like(losses, float("inf")))
+        k = xp.reshape(xp.argmin(masked), (1,))
+        evaluated = xp.astype(xp.sum(xp.astype(valid, xp.int32)), xp.int32)
+        return xp.take(masked, k)[0], xp.take(index, k)[0], losses[0], evaluated
 
-    count = xp.asarray(0, dtype=xp.int32, device=device)
-    init = (start, start - 1, inf, start, inf, count)
-    state = (*init, *phases(init))
-    _, _, best_loss, best_index, first, count, _, _ = _dispatch.while_loop(xp, cond, body, state)
+    inf = xp.full_like(loss0, float("inf"))
+    init = (start, start - 1, inf, start, inf, xp.asarray(0, dtype=xp.int32, device=device))
+    out = _grid_loop(xp, candidates, init, loss0, num, batch, xp.where, lambda a: ~a)
+    _, _, best_loss, best_index, first, count, _, _ = out
     best_eta = 0.5 ** xp.astype(best_index, loss0.dtype)
     return _grid_result(xp, loss0, best_eta, best_loss, count, first)
+
+
+def _eager_search(
+    xp: Any, trial_loss: TrialLoss, loss0: Array, num: int, batch: int, start: Any, device: Any
+) -> LineSearchResult:
+    """The early-stopping grid over Python numbers: the same choices as
+    :func:`_traced_search` (the losses compared as the same floating-point values)."""
+    if _dispatch.is_array(start):
+        if getattr(start, "ndim", None) != 0:
+            _start_index(xp, start, num, device)  # raises the shape error
+        s = min(max(int(start), 0), num - 1)
+    else:
+        s = min(check_int(start, "start", low=0), num - 1)
+    inf = float("inf")
+
+    def candidates(going_up: bool, down: int, up: int) -> tuple[float, int, float, int]:
+        index = [up - batch + 1 + o if going_up else down + o for o in range(batch)]
+        valid = [0 <= i < num and (not going_up or i <= up) for i in index]
+        etas = xp.asarray(
+            [0.5 ** (i if ok else 0) for i, ok in zip(index, valid, strict=True)],
+            dtype=loss0.dtype,
+            device=device,
+        )
+        out = _call(trial_loss, etas, batch)
+        if out.dtype != loss0.dtype:
+            out = xp.astype(out, loss0.dtype)
+        losses = [v if math.isfinite(v) else inf for v in _dispatch.to_list(out)]
+        masked = [v if ok else inf for v, ok in zip(losses, valid, strict=True)]
+        k = min(range(batch), key=masked.__getitem__)  # the first of equal minima
+        return masked[k], index[k], losses[0], sum(valid)
+
+    def select(c: bool, a: Any, b: Any) -> Any:
+        return a if c else b
+
+    def invert(c: bool) -> bool:
+        return not c
+
+    init = (s, s - 1, inf, s, inf, 0)
+    out = _grid_loop(xp, candidates, init, float(loss0), num, batch, select, invert)
+    _, _, best_loss, best_index, first, count, _, _ = out
+
+    def array(v: float) -> Array:
+        return xp.asarray(v, dtype=loss0.dtype, device=device)
+
+    return _grid_result(xp, loss0, array(0.5**best_index), array(best_loss), count, array(first))
 
 
 def _start_index(xp: Any, start: Any, num: int, device: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import sketchlinalg as sl
@@ -152,6 +152,47 @@ def test_warm_started_grid_traces_under_jit():
         eta, n = search(jnp.asarray(1.0), jnp.asarray(start))
         assert float(eta) == 0.25
         assert int(n) == {0: 4, 2: 3, 7: 8}[start]  # 7, 8 | 6, 5, 4, 3, 2, 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    table=st.lists(
+        st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0, np.nan, np.inf]), min_size=12, max_size=12
+    ),
+    loss0=st.sampled_from([1.0, 2.0, np.nan]),
+    num=st.integers(1, 12),
+    batch=st.integers(1, 5),
+    start=st.integers(0, 14),
+)
+@example(table=[1.0] * 12, loss0=2.0, num=12, batch=3, start=0)  # ties: the larger step
+@example(table=[3.0, 1.0, 2.0, 0.5, 3.0] + [1.0] * 7, loss0=2.0, num=12, batch=2, start=6)
+def test_grid_eager_and_traced_make_the_same_choices(table, loss0, num, batch, start):
+    """The early-stopping grid runs over Python numbers eagerly and over 0-d arrays under
+    ``jax.jit``: on any losses along the grid (ties, dips, NaN, inf) both take the same
+    step, loss, status and count of evaluations."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    values = np.asarray(table)
+
+    def eager_trial(etas):
+        return values[np.rint(-np.log2(etas)).astype(int)]
+
+    def traced_trial(etas):
+        return jnp.asarray(values)[jnp.rint(-jnp.log2(etas)).astype(jnp.int32)]
+
+    @jax.jit
+    def traced(l0, k):
+        res = sl.grid_line_search(traced_trial, l0, num=num, batch=batch, start=k)
+        return res.step_size, res.loss, res.status, res.evaluations, res.first_loss
+
+    eager = sl.grid_line_search(eager_trial, np.asarray(loss0), num=num, batch=batch, start=start)
+    eta, loss, status, count, first = traced(jnp.asarray(loss0), jnp.asarray(start))
+    assert float(eager.step_size) == float(eta)
+    np.testing.assert_array_equal(float(eager.loss), float(loss))
+    assert int(eager.status) == int(status) and int(eager.evaluations) == int(count)
+    np.testing.assert_array_equal(float(eager.first_loss), float(first))
 
 
 def test_armijo_line_search(backend):
