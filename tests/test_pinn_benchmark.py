@@ -115,6 +115,12 @@ def test_parse_optimizers() -> None:
         parse_optimizers("sngd:rank=2.5")
     with pytest.raises(ValueError, match="repeat"):
         parse_optimizers("adam,adam")
+    # the grid's batch: an engine setting of the natural-gradient kinds only
+    (full, one) = parse_optimizers("engd-woodbury:grid_batch=all,spring:grid_batch=2")
+    assert full.settings["grid_batch"] is None and one.settings["grid_batch"] == 2
+    assert "grid_batch" not in parse_optimizers("engd-woodbury")[0].settings
+    with pytest.raises(ValueError, match="setting 'grid_batch=all'"):
+        parse_optimizers("adam:grid_batch=all")
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -164,3 +170,22 @@ def test_report_from_records(tmp_path: Path) -> None:
     best = min(r["rel_l2"] for r in lines if r["problem"] == "poisson2d" and r["kind"] != "adam")
     assert report.error_at(lines[0], 0.0) == lines[0]["initial_rel_l2"]
     assert best > 0
+
+
+def test_grid_choice_runs_both_searches(tmp_path: Path) -> None:
+    """The diagnostic runs both trajectories of a seed, records the shadow search's choices
+    and restores the engine's search afterwards."""
+    pytest.importorskip("torch")
+    import sketchlinalg._step as step_module
+    from benchmarks.pinn import grid_choice
+
+    search = step_module.grid_line_search
+    out = grid_choice.main(
+        ["--steps", "4", "--every", "2", "--seeds", "0", "--out", str(tmp_path / "g")]
+    )
+    assert step_module.grid_line_search is search
+    (run,) = out["runs"]
+    assert [s for s, _ in run["whole"]] == [s for s, _ in run["early"]] == [2, 4]
+    assert all(math.isfinite(e) for _, e in run["whole"] + run["early"])
+    assert all(d["whole"] != d["early"] for d in run["differing_steps"])
+    assert (tmp_path / "g.md").read_text().count("| 0 |") == 2

@@ -39,6 +39,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "spring": {"damping": 1e-10, "momentum": 0.5},
 }
 KINDS = tuple(DEFAULTS)
+#: Step-engine settings every natural-gradient kind takes besides its own (left to the
+#: library's default unless given): ``grid_batch`` is the grid line search's candidates per
+#: evaluation (an integer, or ``all``: the whole grid in one batch, no early stop).
+ENGINE_SETTINGS: dict[str, Any] = {"grid_batch": 1}
 #: The untuned defaults (issue 22): every natural-gradient optimizer with no damping, rank or
 #: momentum given, as a user would first call it; ``--optimizers defaults`` runs them all.
 UNTUNED = {
@@ -122,14 +126,19 @@ def parse_optimizers(text: str) -> list[OptimizerSpec]:
                 f"{', '.join(KINDS + tuple(_ALIASES) + tuple(UNTUNED))} or 'defaults'"
             )
         settings = dict(DEFAULTS[kind])
+        engine = ENGINE_SETTINGS if kind not in ("adam", "lbfgs") else {}
         for item in filter(None, (s.strip() for s in rest.split(";"))):
             key, eq, val = item.partition("=")
-            if not eq or key not in settings:
+            if not eq or key not in {**settings, **engine}:
                 raise ValueError(
                     f"optimizer {raw!r}: setting {item!r} is not key=value with key one of "
-                    f"{sorted(settings)}"
+                    f"{sorted({**settings, **engine})}"
                 )
-            settings[key] = _value(val, settings[key], f"optimizer {raw!r}, {key}")
+            where = f"optimizer {raw!r}, {key}"
+            if key == "grid_batch" and val == "all":
+                settings[key] = None
+            else:
+                settings[key] = _value(val, settings.get(key, engine.get(key)), where)
         specs.append(OptimizerSpec(label, kind, settings))
     if not specs:
         raise ValueError("no optimizer given")
