@@ -142,6 +142,7 @@ def grid_line_search(
         best_eta = xp.take(etas, xp.reshape(best, (1,)))[0]
         return _grid_result(xp, loss0, best_eta, best_loss, num, losses[0])
     batch = check_int(batch, "batch", low=1)
+    start = _checked_start(start)
     if _dispatch.is_tracing(loss0, start):
         return _traced_search(xp, trial_loss, loss0, num, batch, start, device)
     return _eager_search(xp, trial_loss, loss0, num, batch, start, device)
@@ -241,12 +242,7 @@ def _eager_search(
 ) -> LineSearchResult:
     """The early-stopping grid over Python numbers: the same choices as
     :func:`_traced_search` (the losses compared as the same floating-point values)."""
-    if _dispatch.is_array(start):
-        if getattr(start, "ndim", None) != 0:
-            _start_index(xp, start, num, device)  # raises the shape error
-        s = min(max(int(start), 0), num - 1)
-    else:
-        s = min(check_int(start, "start", low=0), num - 1)
+    s = min(max(int(start), 0), num - 1)
     inf = float("inf")
 
     def candidates(going_up: bool, down: int, up: int) -> tuple[float, int, float, int]:
@@ -281,17 +277,24 @@ def _eager_search(
     return _grid_result(xp, loss0, array(0.5**best_index), array(best_loss), count, array(first))
 
 
-def _start_index(xp: Any, start: Any, num: int, device: Any) -> Any:
-    """``start`` as a 0-d int32 array in ``[0, num - 1]``."""
+def _checked_start(start: Any) -> Any:
+    """``start`` as given: a 0-d array (traced or not) or an integer ``>= 0``."""
     if _dispatch.is_array(start):
         if getattr(start, "ndim", None) != 0:
             raise ValueError(
                 f"grid_line_search: start must be an integer or a 0-d array, got shape "
                 f"{tuple(start.shape)}"
             )
+        return start
+    return check_int(start, "start", low=0)
+
+
+def _start_index(xp: Any, start: Any, num: int, device: Any) -> Any:
+    """A :func:`_checked_start` as a 0-d int32 array in ``[0, num - 1]``."""
+    if _dispatch.is_array(start):
         index = xp.astype(start, xp.int32)
     else:
-        index = xp.asarray(check_int(start, "start", low=0), dtype=xp.int32, device=device)
+        index = xp.asarray(start, dtype=xp.int32, device=device)
     return xp.minimum(xp.maximum(index, xp.zeros_like(index)), xp.full_like(index, num - 1))
 
 

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "spring": {"damping": 1e-10, "momentum": 0.5},
 }
 KINDS = tuple(DEFAULTS)
+#: The kinds that are not natural-gradient methods (no step engine).
+FIRST_ORDER = ("adam", "lbfgs")
 #: Step-engine settings every natural-gradient kind takes besides its own (left to the
 #: library's default unless given): ``grid_batch`` is the grid line search's candidates per
 #: evaluation (an integer, or ``all``: the whole grid in one batch, no early stop).
@@ -82,7 +84,7 @@ class OptimizerSpec:
     @property
     def natural_gradient(self) -> bool:
         """Whether this is one of the Gauss–Newton / natural-gradient methods."""
-        return self.kind not in ("adam", "lbfgs")
+        return self.kind not in FIRST_ORDER
 
 
 def _value(text: str, default: Any, where: str) -> Any:
@@ -126,7 +128,7 @@ def parse_optimizers(text: str) -> list[OptimizerSpec]:
                 f"{', '.join(KINDS + tuple(_ALIASES) + tuple(UNTUNED))} or 'defaults'"
             )
         settings = dict(DEFAULTS[kind])
-        engine = ENGINE_SETTINGS if kind not in ("adam", "lbfgs") else {}
+        engine = ENGINE_SETTINGS if kind not in FIRST_ORDER else {}
         for item in filter(None, (s.strip() for s in rest.split(";"))):
             key, eq, val = item.partition("=")
             if not eq or key not in {**settings, **engine}:
