@@ -10,13 +10,15 @@ line search), so the formulation of the Laplacian sets the cost of a step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
 
 from sketchlinalg._pinn import Derivatives, laplacian_weights, laplacian_with_fallback
 
-from ._forward_laplacian import Unsupported, forward_jet, forward_laplacian
+from ._batched import NotBatched, batch_layout
+from ._forward_laplacian import Jet, Unsupported, forward_jet, forward_laplacian
 
 __all__ = [
     "LAPLACIAN_METHODS",
@@ -33,14 +35,40 @@ LAPLACIAN_METHODS = ("forward", "rev_over_rev", "fwd_over_rev", "fwd_over_fwd", 
 DEFAULT_LAPLACIAN = "forward"
 
 
-def _check_point(x: torch.Tensor, where: str) -> None:
+def _check_point(x: torch.Tensor, where: str) -> str | None:
+    """The layout of the batch ``x`` is inside a batched PINN evaluation (``_batched``),
+    else ``None`` after checking that ``x`` is one point."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{where}: x must be a torch.Tensor, got {type(x).__name__}")
+    layout = batch_layout()
+    if layout is not None:
+        if x.ndim != 2:
+            raise NotBatched(f"{where} at an input of shape {tuple(x.shape)} in a batch")
+        return layout
     if x.ndim != 1:
         raise ValueError(
             f"{where}: x must be one point of shape (d,), got shape {tuple(x.shape)}; "
             "use torch.func.vmap over points"
         )
+    return None
+
+
+def _batch_jet(
+    u: Callable[[Any], Any], x: torch.Tensor, layout: str, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`forward_jet` on a batch of points in ``layout`` (``_batched``): values
+    ``(n,)``, gradients ``(d, n)``, Laplacians ``(n,)``. No reverse-mode fallback here: a
+    function outside the forward rules raises and the evaluation maps over the points."""
+    if layout == "columns":
+        d, n = x.shape
+        seed = torch.eye(d, dtype=x.dtype, device=x.device)[:, :, None].expand(d, d, n)
+    else:
+        n, d = x.shape
+        seed = torch.eye(d, dtype=x.dtype, device=x.device)[:, None, :].expand(d, n, d)
+    out = u(Jet(x, seed, torch.zeros_like(x), weights))
+    if not isinstance(out, Jet) or out.value.numel() != n:
+        raise NotBatched("the function is not one value per point of the batch")
+    return out.value.reshape(n), out.grad.reshape(d, n), out.lap.reshape(n)
 
 
 def gradient(u: Scalar, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +82,9 @@ def gradient(u: Scalar, x: torch.Tensor) -> torch.Tensor:
     >>> gradient(lambda x: (x**2).sum(), torch.tensor([1.0, 2.0])).tolist()
     [2.0, 4.0]
     """
-    _check_point(x, "gradient")
+    layout = _check_point(x, "gradient")
+    if layout is not None:
+        return _batch_jet(u, x, layout)[1]
     return grad(u)(x)
 
 
@@ -69,10 +99,12 @@ def time_derivative(u: Scalar, x: torch.Tensor, index: int = 0) -> torch.Tensor:
     >>> float(time_derivative(lambda x: x[0] * x[1], torch.tensor([2.0, 3.0])))
     3.0
     """
-    _check_point(x, "time_derivative")
-    d = x.shape[0]
+    layout = _check_point(x, "time_derivative")
+    d = x.shape[-1 if layout == "rows" else 0]
     if isinstance(index, bool) or not isinstance(index, int) or not -d <= index < d:
-        raise ValueError(f"index must be an int in [0, {x.shape[0]}), got {index!r}")
+        raise ValueError(f"index must be an int in [0, {d}), got {index!r}")
+    if layout is not None:
+        return _batch_jet(u, x, layout)[1][index]
     e = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)[index]
     return jvp(u, (x,), (e,))[1]
 
@@ -112,9 +144,11 @@ def derivatives(u: Scalar, x: torch.Tensor, *, laplacian_dims: object = None) ->
     >>> float(v), g.tolist(), float(lap)  # u = t x^2: u_t = x^2, u_x = 2 t x, u_xx = 2 t
     (18.0, [9.0, 12.0], 4.0)
     """
-    _check_point(x, "derivatives")
-    w = laplacian_weights(laplacian_dims, x.shape[0], "derivatives")
+    layout = _check_point(x, "derivatives")
+    w = laplacian_weights(laplacian_dims, x.shape[-1 if layout == "rows" else 0], "derivatives")
     weights = None if w is None else torch.tensor(w, dtype=x.dtype, device=x.device)
+    if layout is not None:
+        return Derivatives(*_batch_jet(u, x, layout, weights))
 
     def by_reverse_mode() -> Derivatives:
         g, value = torch.func.grad_and_value(u)(x)
@@ -142,7 +176,8 @@ def divergence(v: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> to
     >>> float(divergence(lambda x: x * x, torch.tensor([1.0, 2.0])))
     6.0
     """
-    _check_point(x, "divergence")
+    if _check_point(x, "divergence") is not None:
+        raise NotBatched("divergence has no batched form")
     return torch.diagonal(jacfwd(v)(x)).sum()
 
 
@@ -188,7 +223,11 @@ def laplacian(u: Scalar, x: torch.Tensor, *, method: str = DEFAULT_LAPLACIAN) ->
     >>> float(laplacian(lambda y: (y**2).sum() + y[0] * y[1], x))
     4.0
     """
-    _check_point(x, "laplacian")
+    layout = _check_point(x, "laplacian")
+    if layout is not None:
+        if method != "forward":
+            raise NotBatched(f"laplacian method {method!r} has no batched form")
+        return _batch_jet(u, x, layout)[2]
     if method == "forward":
         return laplacian_with_fallback(
             lambda: forward_laplacian(u, x),

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from ._forward_laplacian import Jet
+from ._forward_laplacian import Jet, jet_rule
 
 __all__ = ["MLP", "factor_rows", "ghost_shapes", "residual_key", "write_rows"]
 
@@ -67,9 +67,13 @@ class MLP:
     def __init__(self, model: torch.nn.Sequential) -> None:
         self._model = weakref.ref(model)
         self.signature = _signature(model)
-        #: per residual function: its ghost shapes where its factor rows matched the
-        #: generic per-point gradients, else None (filled by the adapter's pinn_system)
+        #: per residual function: (its ghost shapes, the batch layout of its factor pass)
+        #: where its factor rows matched the generic per-point gradients, else (None,
+        #: None) (filled by the adapter's pinn_system)
         self.checked: dict[Any, Any] = {}
+        #: per residual function and points' shape: the layout of its batched evaluation,
+        #: or None (vmap); filled by ``_batched.layout_of``
+        self.batch_layouts: dict[Any, str | None] = {}
         self._scratch: torch.Tensor | None = None
         self._ghosts: dict[Any, list[torch.Tensor]] = {}
         # (kind, payload): ("linear", (weight name, bias name)) or ("module", child)
@@ -80,6 +84,8 @@ class MLP:
                 names = (f"{name}.weight", None if child.bias is None else f"{name}.bias")
                 self._steps.append(("linear", (len(self.linears), *names)))
                 self.linears.append(names)
+            elif type(child) in _ACTIVATIONS:
+                self._steps.append(("activation", _ACTIVATIONS[type(child)]))
             else:
                 self._steps.append(("module", child))
 
@@ -159,6 +165,9 @@ class MLP:
             if kind == "module":
                 h = payload(h)
                 continue
+            if kind == "activation":  # its function or jet rule, without Module.__call__
+                h = payload[1](h) if isinstance(h, Jet) else payload[0](h)
+                continue
             layer, w_name, b_name = payload
             W, b = self.tensor(params, w_name), self.tensor(params, b_name)
             jet = isinstance(h, Jet)
@@ -182,6 +191,15 @@ class MLP:
             else:
                 h = Z.squeeze(0) if b is None else Z.squeeze(0) + b
         return h
+
+
+#: Parameter-free activation modules whose forward is one function of the input: called as
+#: that function (on a tensor) or its forward-Laplacian rule (on a :class:`Jet`), skipping
+#: ``Module.__call__`` and ``__torch_function__`` (a tenth of a small PINN's evaluation).
+_ACTIVATIONS: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    torch.nn.Tanh: (torch.tanh, jet_rule(torch.tanh)),
+    torch.nn.Sigmoid: (torch.sigmoid, jet_rule(torch.sigmoid)),
+}
 
 
 def _signature(model: torch.nn.Sequential) -> tuple[Any, ...]:
@@ -210,11 +228,14 @@ def factor_rows(
     frozen: Mapping[Any, torch.Tensor],
     points: torch.Tensor,
     probe: tuple[list[torch.Size], list[int]],
+    batched: Callable[..., torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor, torch.Tensor]]]:
     """Residual values ``(c,)`` and per-call factors ``(layer, A, G)`` at ``c`` points:
     ``A`` (``(c, channels, ..., in)``) the layer's inputs and ``G`` (``(c, channels, ...,
     out)``) the residual's gradients in its outputs; ``probe``: :func:`ghost_shapes` of
-    the residual."""
+    the residual. ``batched(params, ghosts, record)``, when given, evaluates the residual
+    on all the points at once (``_batched``: each call's channels ``(channels, c, ...)``,
+    the points second) in place of the ``vmap`` over them."""
     params = {**frozen, **{k: v.detach() for k, v in train.items()}}
 
     def row(ghosts: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -227,7 +248,12 @@ def factor_rows(
     c = points.shape[0]
     with torch.enable_grad():
         ghosts = mlp.ghosts(c, shapes, points)
-        values, inputs = vmap(row)(ghosts, points)
+        if batched is None:
+            values, inputs = vmap(row)(ghosts, points)
+        else:  # the points on the second axis of each call's channels
+            record: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+            values = batched(params, iter([g.transpose(0, 1) for g in ghosts]), record)
+            inputs = [A.transpose(0, 1) for _, A, _ in record]
         if values.requires_grad:
             # r_n depends on the ghosts of point n only: one reverse pass of sum_n r_n
             grads = torch.autograd.grad(values.sum(), ghosts, materialize_grads=True)
@@ -249,13 +275,19 @@ def ghost_shapes(
     at: Callable[[Callable[[Any], Any], torch.Tensor], Any],
     params: Mapping[Any, torch.Tensor],
     x0: torch.Tensor,
+    batched: Callable[..., torch.Tensor] | None = None,
 ) -> tuple[list[torch.Size], list[int]]:
-    """The output shapes and layers of the linear calls of one residual evaluation (at one
-    point, no ghosts): the ghosts the factor pass adds."""
+    """The output shapes (for one point) and layers of the linear calls of one residual
+    evaluation, no ghosts: the ghosts the factor pass adds. At the point ``x0``, or, with
+    ``batched`` (as in :func:`factor_rows`), from its batched evaluation (whose calls can
+    differ: its derivatives all run forward)."""
     record: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
-        at(lambda y: _scalar(mlp(params, y, None, record)), x0)
-    return [Z.shape for _, _, Z in record], [layer for layer, _, _ in record]
+        if batched is None:
+            at(lambda y: _scalar(mlp(params, y, None, record)), x0)
+            return [Z.shape for _, _, Z in record], [layer for layer, _, _ in record]
+        batched(params, None, record)  # each call's channels (channels, points, ...)
+    return [Z[:, 0].shape for _, _, Z in record], [layer for layer, _, _ in record]
 
 
 def write_rows(

@@ -13,6 +13,7 @@ from torch.func import functional_call, grad_and_value, vmap
 import sketchlinalg as sl
 from sketchlinalg import PATHS, PINNSystem, Term
 
+from ._batched import batched_values, evaluate, give_up, layout_of
 from ._mlp import MLP, factor_rows, ghost_shapes, residual_key, write_rows
 from ._operators import jacobian_operator, split_params
 
@@ -125,6 +126,15 @@ def pinn_residual(
     A pure function of ``params``: it can be batched with ``torch.func.vmap`` over
     parameters (the line searches do) and differentiated with ``torch.func``.
 
+    Each term's residual, written for one point, is mapped over its points with
+    ``torch.func.vmap``. For an MLP (a ``torch.nn.Sequential`` of ``nn.Linear`` layers and
+    activations) it is instead run once on all the points, as columns ``x`` of shape
+    ``(d, n)`` (``x[0]``: every point's first coordinate) or as rows ``(n, d)``
+    (``x[..., 0]``), with ``u`` and the differential operators of this adapter acting on
+    the batch: the same values without ``vmap``'s per-operation cost. The layout is
+    chosen the first time a residual function is seen at a number of points, by comparing
+    its values with the mapped ones; a residual that matches neither keeps ``vmap``.
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -155,9 +165,17 @@ def pinn_residual(
     )
     style = _batch_style(model, params, terms[0].points[0], batched, "pinn_residual")
     u = _scalar_model(model, params, style)
+    mlp = MLP.of(model)
 
     def values(k: int, pts: torch.Tensor) -> torch.Tensor:
-        return vmap(lambda x: terms[k].at(u, x))(pts)
+        def mapped() -> torch.Tensor:
+            return vmap(lambda x: terms[k].at(u, x))(pts)
+
+        if mlp is not None:  # all points in one eager evaluation where the residual allows
+            out = batched_values(mlp, params, terms[k].residual, pts, mapped)
+            if out is not None:
+                return out
+        return mapped()
 
     return sl.stack_residual(terms, values, xp=array_api_compat.array_namespace(probe))
 
@@ -187,7 +205,9 @@ def pinn_system(
     ``chunk_size`` says otherwise (``sketchlinalg_torch._mlp``); a residual function whose
     factor rows differ from the per-point gradients the first time it is seen (it
     differentiates ``u`` in ``x`` by reverse or tangent mode, where the weights also act)
-    keeps the per-point gradients. ``"matrix-free"``: :func:`jacobian_operator`
+    keeps the per-point gradients. The factor pass runs on all the points at once where
+    :func:`pinn_residual` batches the residual (its factor rows are compared with the
+    per-point gradients in that form too). ``"matrix-free"``: :func:`jacobian_operator`
     of :func:`pinn_residual` (batched JVPs / VJPs, ``chunk_size`` columns at a time);
     ``"auto"``: materialized when a step fits in ``memory_budget`` (default 2 GiB on the host,
     half the free memory of a GPU: :func:`sketchlinalg.default_budget`;
@@ -258,22 +278,36 @@ def pinn_system(
         return values, layout.column_blocks(grads)
 
     mlp = MLP.of(model) if path != "matrix-free" else None
-    probes: list[Any] = [None] * len(terms)
+    probes: list[Any] = [(None, None)] * len(terms)
     if mlp is not None:
+        u = _scalar_model(model, params, style)
         with torch.no_grad():
-            probes = [
-                _factor_probe(mlp, t, trainable, frozen, layout, generic, k)
-                for k, t in enumerate(terms)
-            ]
-        if chunk_size is None and all(p is not None for p in probes):
+            for k, t in enumerate(terms):
+
+                def mapped(t: Term = t) -> torch.Tensor:
+                    return vmap(lambda x: t.at(u, x))(t.points)
+
+                batch = layout_of(mlp, params, t.residual, t.points, mapped)
+                probes[k] = _factor_probe(mlp, t, trainable, frozen, layout, generic, k, batch)
+        if chunk_size is None and all(p[0] is not None for p in probes):
             # the factors of all points are small (N x channels x width per layer): one
             # block (the weight gradients are formed by blocks in write_rows)
             chunk_size = max(int(t.points.shape[0]) for t in terms)
 
     def rows(k: int, pts: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        if mlp is None or probes[k] is None:
+        probe, batch = probes[k]
+        if mlp is None or probe is None:
             return generic(k, pts)
-        values, factors = factor_rows(mlp, terms[k].at, trainable, frozen, pts, probes[k])
+        try:
+            values, factors = factor_rows(
+                mlp, terms[k].at, trainable, frozen, pts, probe, _batched(mlp, terms[k], pts, batch)
+            )
+        except Exception:
+            if batch is None:
+                raise
+            # a branch the checks did not see: the generic rows now, vmap from now on
+            give_up(mlp, terms[k].residual, pts)
+            return generic(k, pts)
 
         def write(target: torch.Tensor, scale: float) -> None:
             write_rows(mlp, layout.names, layout.sizes, factors, target, scale)
@@ -300,6 +334,15 @@ def pinn_system(
         )
 
 
+def _batched(mlp: MLP, term: Term, pts: torch.Tensor, batch: str | None) -> Any:
+    """The batched evaluation of ``term`` for :func:`factor_rows` (None: ``vmap``)."""
+    if batch is None:
+        return None
+    return lambda params, ghosts, record: evaluate(
+        mlp, term.residual, pts, batch, params, ghosts, record
+    )
+
+
 def _factor_probe(
     mlp: MLP,
     term: Term,
@@ -308,32 +351,44 @@ def _factor_probe(
     layout: Any,
     generic: Callable[[int, torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]],
     k: int,
-) -> Any:
-    """The ghost shapes of ``term``'s factor rows (:func:`ghost_shapes`), or ``None`` when
-    they do not apply: the first time a residual function is seen with a module, its factor
-    rows at (up to) two points are compared with the generic per-point gradients; a
-    mismatch (``u`` differentiated in ``x`` by reverse mode, say), or an error, keeps the
+    batch: str | None,
+) -> tuple[Any, str | None]:
+    """The ghost shapes of ``term``'s factor rows (:func:`ghost_shapes`) and the batch
+    layout they are computed in (``_batched``; ``None``: ``vmap`` over the points), or
+    ``(None, None)`` when factor rows do not apply: the first time a residual function is
+    seen with a module, its factor rows at (up to) three points are compared with the
+    generic per-point gradients, batched (when ``batch`` names a layout) and else mapped;
+    a mismatch (``u`` differentiated in ``x`` by reverse mode, say), or an error, keeps the
     generic path for it. Remembered (a residual's calls of ``u`` do not depend on the
     point's values)."""
     seen = mlp.checked
     pts = term.points
-    key = (residual_key(term.residual), tuple(pts.shape[1:]), pts.dtype)
+    key = (residual_key(term.residual), tuple(pts.shape[1:]), pts.dtype, batch)
     if key in seen:
         return seen[key]
+    found: tuple[Any, str | None] = (None, None)
     try:
-        probe = ghost_shapes(mlp, term.at, {**frozen, **trainable}, pts[0])
-        few = pts[:2]
-        values, factors = factor_rows(mlp, term.at, trainable, frozen, few, probe)
-        fast = torch.empty((few.shape[0], layout.size), dtype=pts.dtype, device=pts.device)
-        write_rows(mlp, layout.names, layout.sizes, factors, fast, 1.0)
+        # three points where the batch could be read either way (two points of d = 2)
+        few = pts[: 3 if pts.shape[-1] == 2 else 2]
         ref_values, blocks = generic(k, few)
         ref = torch.cat(blocks, dim=1)
         tol = float(torch.finfo(pts.dtype).eps) ** 0.5
-        ok = bool(
-            torch.allclose(values, ref_values, rtol=tol, atol=tol * float(ref_values.abs().max()))
-            and torch.allclose(fast, ref, rtol=tol, atol=tol * float(ref.abs().max()))
-        )
-    except Exception:  # any failure of the factor pass: the generic path decides
-        ok = False
-    seen[key] = probe if ok else None
-    return probe if ok else None
+        for lay in (batch, None) if batch is not None else (None,):
+            try:
+                fn = _batched(mlp, term, few, lay)
+                probe = ghost_shapes(mlp, term.at, {**frozen, **trainable}, pts[0], fn)
+                values, factors = factor_rows(mlp, term.at, trainable, frozen, few, probe, fn)
+                fast = torch.empty((few.shape[0], layout.size), dtype=pts.dtype, device=pts.device)
+                write_rows(mlp, layout.names, layout.sizes, factors, fast, 1.0)
+            except Exception:  # this form of the factor pass fails: the next one, or generic
+                continue
+            scale = float(ref_values.abs().max())
+            if torch.allclose(values, ref_values, rtol=tol, atol=tol * scale) and torch.allclose(
+                fast, ref, rtol=tol, atol=tol * float(ref.abs().max())
+            ):
+                found = (probe, lay)
+                break
+    except Exception:  # no ghost shapes or no generic rows: the generic path decides
+        pass
+    seen[key] = found
+    return found
