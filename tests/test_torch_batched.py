@@ -188,3 +188,20 @@ def test_a_single_point_is_mapped_and_the_layout_is_off_outside_a_batch():
     assert _batched.batch_layout() is None
     with pytest.raises(ValueError, match="one point of shape"):  # outside: per point only
         slt.laplacian(lambda y: (y**2).sum(), torch.rand(4, 3))
+
+
+@pytest.mark.parametrize("name", ["laplacian", "derivatives", "stack", "batch-style"])
+def test_autograd_through_the_batched_residual_equals_vmap(name):
+    # first-order optimizers (L-BFGS, Adam) differentiate pinn_residual with autograd
+    residual, _ = RESIDUALS[name]
+    net = _net(6, [3, 8, 8, 1], torch.float64)
+    pts = torch.rand(9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    terms = [slt.Term(residual, pts)]
+    grads = []
+    for model in (net, _Wrapped(net)):
+        r = slt.pinn_residual(model, None, terms)
+        loss = 0.5 * (r * r).sum()
+        grads.append(torch.autograd.grad(loss, list(net.parameters()), materialize_grads=True))
+    assert list(MLP.of(net).batch_layouts.values()) != [None]
+    for g, g0 in zip(*grads, strict=True):
+        assert torch.allclose(g, g0, rtol=1e-11, atol=1e-12)
