@@ -205,3 +205,26 @@ def test_autograd_through_the_batched_residual_equals_vmap(name):
     assert list(MLP.of(net).batch_layouts.values()) != [None]
     for g, g0 in zip(*grads, strict=True):
         assert torch.allclose(g, g0, rtol=1e-11, atol=1e-12)
+
+
+def test_points_that_make_a_wrong_layout_right_do_not_decide_it():
+    # u(x) - x[..., 1] is written for rows; on two points of d = 2 with p1[0] == p0[1] the
+    # columns layout gives the same values, so the decision also looks at moved points
+    net = _net(7, [2, 6, 1], torch.float64)
+
+    def residual(u, x):
+        return u(x) - x[..., 1]
+
+    pts = torch.tensor([[0.2, 0.7], [0.7, 0.4]], dtype=torch.float64)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    wrong = _batched.evaluate(MLP.of(net), residual, pts, "columns", params)
+    ref_net = _Wrapped(net)
+    r0 = slt.pinn_residual(ref_net, None, [slt.Term(residual, pts)]).detach()
+    assert torch.allclose(wrong * 2**-0.5, r0, rtol=1e-14, atol=1e-15)  # the coincidence
+    terms = [slt.Term(residual, pts)]
+    slt.pinn_residual(net, None, terms)
+    assert list(MLP.of(net).batch_layouts.values()) == ["rows"]
+    other = torch.tensor([[0.1, 0.3], [0.5, 0.9]], dtype=torch.float64)
+    r = slt.pinn_residual(net, None, terms, points=[other]).detach()
+    r0 = slt.pinn_residual(ref_net, None, terms, points=[other]).detach()
+    assert torch.allclose(r, r0, rtol=1e-13, atol=1e-14)

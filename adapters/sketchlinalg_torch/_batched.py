@@ -15,7 +15,8 @@ For an :class:`~sketchlinalg_torch._mlp.MLP` the network is called on the batch 
 layout (``u(x)`` returns ``(n,)``) and the differential operators of ``_diffops`` run the
 forward Laplacian on it (gradient ``(d, n)``, value and Laplacian ``(n,)``). Which layout,
 if any, gives a residual function's values is decided the first time it is seen: the
-batched values on all the term's points are compared with the ``vmap`` ones. A residual
+batched values on all the term's points, and on a perturbed copy of them, are compared
+with the ``vmap`` ones. A residual
 that matches neither (it uses ``x[0]`` and ``x[..., 0]``, calls ``torch.func`` on ``u``,
 or reduces over ``x``) keeps ``vmap``. The decision is remembered per residual function
 (:func:`~sketchlinalg_torch._mlp.residual_key`), the points' shape and dtype, and it is made
@@ -142,11 +143,12 @@ def layout_of(
     params: Mapping[Any, torch.Tensor],
     residual: Callable[..., Any],
     pts: torch.Tensor,
-    reference: Callable[[], torch.Tensor],
+    reference: Callable[[torch.Tensor], torch.Tensor],
 ) -> str | None:
     """The layout in which ``residual`` is evaluated on a batch (one of :data:`LAYOUTS`),
     or ``None`` (``vmap``); decided the first time it is seen at points like ``pts``
-    (``(n, d)``) by comparing with ``reference()``, its ``vmap`` values there."""
+    (``(n, d)``) by comparing with ``reference(points)``, its ``vmap`` values, there and
+    at a perturbed copy of the points."""
     known = mlp.batch_layouts
     key = _key(residual, pts)
     if key not in known:
@@ -167,7 +169,7 @@ def batched_values(
     params: Mapping[Any, torch.Tensor],
     residual: Callable[..., Any],
     pts: torch.Tensor,
-    reference: Callable[[], torch.Tensor],
+    reference: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor | None:
     """The residual's values ``(n,)`` at the points ``pts`` (``(n, d)``) from one batched
     evaluation, or ``None`` where it does not apply (then ``vmap`` them):
@@ -187,21 +189,33 @@ def _decide(
     params: Mapping[Any, torch.Tensor],
     residual: Callable[..., Any],
     pts: torch.Tensor,
-    reference: Callable[[], torch.Tensor],
+    reference: Callable[[torch.Tensor], torch.Tensor],
 ) -> str | None:
-    """The first layout whose values match the ``vmap`` ones at all of ``pts``, else None
-    (and None for a single point: a batch of one cannot tell a wrong layout apart)."""
+    """The first layout whose values match the ``vmap`` ones at all of ``pts`` and at all
+    of a perturbed copy of them (points that happen to make a wrong layout right, all on
+    one line say, are unlikely to stay so), else None; None for a single point too (a
+    batch of one cannot tell a wrong layout apart)."""
     if pts.shape[0] < 2:
         return None
+    g = torch.Generator(device=pts.device).manual_seed(0)
+    noise = torch.rand(pts.shape, generator=g, dtype=pts.dtype, device=pts.device)
+    moved = pts + 0.01 * (1.0 + pts.abs()) * (noise - 0.5)
+    tol = float(torch.finfo(pts.dtype).eps) ** 0.5
     with torch.no_grad():
-        ref = reference()
-        tol = float(torch.finfo(pts.dtype).eps) ** 0.5
-        atol = tol * float(ref.abs().max()) if ref.numel() else 0.0
+        refs = [reference(pts)]
+        try:
+            refs.append(reference(moved))
+        except Exception:  # the residual is not defined off its points: no batch
+            return None
         for layout in LAYOUTS:
-            try:
-                out = evaluate(mlp, residual, pts, layout, params)
-            except Exception:  # the user's residual on a batch: any failure means "not so"
-                continue
-            if out.shape == ref.shape and bool(torch.allclose(out, ref, rtol=tol, atol=atol)):
+            for at, ref in zip((pts, moved), refs, strict=True):
+                try:
+                    out = evaluate(mlp, residual, at, layout, params)
+                except Exception:  # the user's residual on a batch: any failure means "not so"
+                    break
+                atol = tol * float(ref.abs().max()) if ref.numel() else 0.0
+                if out.shape != ref.shape or not torch.allclose(out, ref, rtol=tol, atol=atol):
+                    break
+            else:
                 return layout
     return None

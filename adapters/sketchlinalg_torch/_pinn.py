@@ -133,7 +133,8 @@ def pinn_residual(
     (``x[..., 0]``), with ``u`` and the differential operators of this adapter acting on
     the batch: the same values without ``vmap``'s per-operation cost. The layout is
     chosen the first time a residual function is seen at a number of points, by comparing
-    its values with the mapped ones; a residual that matches neither keeps ``vmap``.
+    its values with the mapped ones there and at a perturbed copy of the points; a
+    residual that matches neither keeps ``vmap``.
 
     Parameters
     ----------
@@ -168,14 +169,14 @@ def pinn_residual(
     mlp = MLP.of(model)
 
     def values(k: int, pts: torch.Tensor) -> torch.Tensor:
-        def mapped() -> torch.Tensor:
-            return vmap(lambda x: terms[k].at(u, x))(pts)
+        def mapped(at: torch.Tensor) -> torch.Tensor:
+            return vmap(lambda x: terms[k].at(u, x))(at)
 
         if mlp is not None:  # all points in one eager evaluation where the residual allows
             out = batched_values(mlp, params, terms[k].residual, pts, mapped)
             if out is not None:
                 return out
-        return mapped()
+        return mapped(pts)
 
     return sl.stack_residual(terms, values, xp=array_api_compat.array_namespace(probe))
 
@@ -284,8 +285,8 @@ def pinn_system(
         with torch.no_grad():
             for k, t in enumerate(terms):
 
-                def mapped(t: Term = t) -> torch.Tensor:
-                    return vmap(lambda x: t.at(u, x))(t.points)
+                def mapped(at: torch.Tensor, t: Term = t) -> torch.Tensor:
+                    return vmap(lambda x: t.at(u, x))(at)
 
                 batch = layout_of(mlp, params, t.residual, t.points, mapped)
                 probes[k] = _factor_probe(mlp, t, trainable, frozen, layout, generic, k, batch)

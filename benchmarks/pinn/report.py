@@ -338,6 +338,13 @@ ISSUE21_RERUNS = (
         "temporaries (`rerun_issue21c_*.jsonl`: every JAX row; the torch rows that were "
         "behind their records in the reruns above).",
     ),
+    (
+        "rerun_issue21d_*.jsonl",
+        "torch rows rerun with batched residuals (issue 21)",
+        "As above, with torch's per-point residuals of MLPs run on all their points at once "
+        "(no `vmap`) in the line search and the factor pass (`rerun_issue21d_torch.jsonl`: "
+        "the seven torch rows of the previous section).",
+    ),
 )
 
 
