@@ -288,7 +288,7 @@ def _elementwise(
 
 
 def _tanh(a: Jet) -> Jet:
-    # f' = 1 - t^2 and f'' = -2 t f', so Delta f = f' (Delta v - 2 t |dv|^2): seven eager
+    # f' = 1 - t^2 and f'' = -2 t f', so Delta f = f' (Delta v - 2 t |dv|^2): eight eager
     # operations, not the eleven of the general rule (a small PINN's steps are dispatch)
     t = torch.tanh(a.value)
     d1 = torch.addcmul(torch.ones_like(t), t, t, value=-1)
