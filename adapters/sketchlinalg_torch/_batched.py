@@ -98,20 +98,6 @@ class _BatchModel:
         return out.reshape(n)
 
 
-def _run(
-    residual: Callable[..., Any], u: _BatchModel, pts: torch.Tensor, layout: str
-) -> torch.Tensor:
-    token = _LAYOUT.set(layout)
-    try:
-        out = residual(u, pts.T if layout == "columns" else pts)
-    finally:
-        _LAYOUT.reset(token)
-    n = pts.shape[0]
-    if not isinstance(out, torch.Tensor) or out.dtype != pts.dtype or out.numel() != n:
-        raise NotBatched("the residual does not return one value per point")
-    return out.reshape(n)
-
-
 def evaluate(
     mlp: MLP,
     residual: Callable[..., Any],
@@ -123,7 +109,16 @@ def evaluate(
 ) -> torch.Tensor:
     """The residual's values ``(n,)`` at ``pts`` from one evaluation on the batch in
     ``layout``; ``ghosts`` and ``record`` as in the :class:`MLP` call (the factor pass)."""
-    return _run(residual, _BatchModel(mlp, params, layout, ghosts, record), pts, layout)
+    u = _BatchModel(mlp, params, layout, ghosts, record)
+    token = _LAYOUT.set(layout)
+    try:
+        out = residual(u, pts.T if layout == "columns" else pts)
+    finally:
+        _LAYOUT.reset(token)
+    n = pts.shape[0]
+    if not isinstance(out, torch.Tensor) or out.dtype != pts.dtype or out.numel() != n:
+        raise NotBatched("the residual does not return one value per point")
+    return out.reshape(n)
 
 
 def _transformed(params: Mapping[Any, torch.Tensor]) -> bool:
@@ -147,15 +142,42 @@ def layout_of(
 ) -> str | None:
     """The layout in which ``residual`` is evaluated on a batch (one of :data:`LAYOUTS`),
     or ``None`` (``vmap``); decided the first time it is seen at points like ``pts``
-    (``(n, d)``) by comparing with ``reference(points)``, its ``vmap`` values, there and
-    at a perturbed copy of the points."""
+    (``(n, d)``): the first layout whose values match ``reference(points)``, the ``vmap``
+    values, at all of ``pts`` and at all of a perturbed copy of them (points that happen to
+    make a wrong layout right, all on one line say, are unlikely to stay so)."""
     known = mlp.batch_layouts
     key = _key(residual, pts)
-    if key not in known:
-        if _transformed(params):
-            return None  # decided on the next plain call
-        known[key] = _decide(mlp, params, residual, pts, reference)
-    return known[key]
+    if key in known:
+        return known[key]
+    if _transformed(params):
+        return None  # decided on the next plain call
+    if pts.shape[0] < 2:  # a batch of one cannot tell a wrong layout apart
+        known[key] = None
+        return None
+    g = torch.Generator(device=pts.device).manual_seed(0)
+    noise = torch.rand(pts.shape, generator=g, dtype=pts.dtype, device=pts.device)
+    moved = pts + 0.01 * (1.0 + pts.abs()) * (noise - 0.5)
+    tol = float(torch.finfo(pts.dtype).eps) ** 0.5
+    with torch.no_grad():
+        refs = [reference(pts)]  # (the residual's own errors propagate from here)
+        known[key] = None  # until a layout matches everywhere
+        try:
+            refs.append(reference(moved))
+        except Exception:  # the residual is not defined off its points: no batch
+            return None
+        for layout in LAYOUTS:
+            for at, ref in zip((pts, moved), refs, strict=True):
+                try:
+                    out = evaluate(mlp, residual, at, layout, params)
+                except Exception:  # the user's residual on a batch: any failure means "not so"
+                    break
+                atol = tol * float(ref.abs().max()) if ref.numel() else 0.0
+                if out.shape != ref.shape or not torch.allclose(out, ref, rtol=tol, atol=atol):
+                    break
+            else:
+                known[key] = layout
+                return layout
+    return None
 
 
 def give_up(mlp: MLP, residual: Callable[..., Any], pts: torch.Tensor) -> None:
@@ -182,40 +204,3 @@ def batched_values(
     except Exception:  # vmap from now on (which raises the residual's own errors with
         give_up(mlp, residual, pts)  # the per-point messages)
         return None
-
-
-def _decide(
-    mlp: MLP,
-    params: Mapping[Any, torch.Tensor],
-    residual: Callable[..., Any],
-    pts: torch.Tensor,
-    reference: Callable[[torch.Tensor], torch.Tensor],
-) -> str | None:
-    """The first layout whose values match the ``vmap`` ones at all of ``pts`` and at all
-    of a perturbed copy of them (points that happen to make a wrong layout right, all on
-    one line say, are unlikely to stay so), else None; None for a single point too (a
-    batch of one cannot tell a wrong layout apart)."""
-    if pts.shape[0] < 2:
-        return None
-    g = torch.Generator(device=pts.device).manual_seed(0)
-    noise = torch.rand(pts.shape, generator=g, dtype=pts.dtype, device=pts.device)
-    moved = pts + 0.01 * (1.0 + pts.abs()) * (noise - 0.5)
-    tol = float(torch.finfo(pts.dtype).eps) ** 0.5
-    with torch.no_grad():
-        refs = [reference(pts)]
-        try:
-            refs.append(reference(moved))
-        except Exception:  # the residual is not defined off its points: no batch
-            return None
-        for layout in LAYOUTS:
-            for at, ref in zip((pts, moved), refs, strict=True):
-                try:
-                    out = evaluate(mlp, residual, at, layout, params)
-                except Exception:  # the user's residual on a batch: any failure means "not so"
-                    break
-                atol = tol * float(ref.abs().max()) if ref.numel() else 0.0
-                if out.shape != ref.shape or not torch.allclose(out, ref, rtol=tol, atol=atol):
-                    break
-            else:
-                return layout
-    return None
