@@ -8,7 +8,9 @@ P = 10,065, 800 + 200 points, float64) time, through the public entry points:
   explicit ``N x P`` Jacobian (per-point gradients in the parameters), what every step
   builds, in the default cache-sized blocks of points (the default method also in one block
   of all points, the build before such blocks); in torch into the last build's matrix
-  (``workspace=``, as the optimizers do; the default method also into a fresh matrix);
+  (``workspace=``, as the optimizers do; the default method also into a fresh matrix); in
+  JAX into a fresh matrix, the default method also over the last build's, donated
+  (``workspace=``, as the optimizers with ``workspace=True`` under a donating jit);
 * ``residual``: ``pinn_residual``: one evaluation of the loss, the unit of the line search
   (the grid search evaluates ``k + 2`` of them for a step of ``2^-k``).
 
@@ -63,15 +65,35 @@ def _jax_cases(problem: Any) -> dict[str, dict[str, Callable[..., Any]]]:
         terms = _terms(with_laplacian(problem, method), points)
 
         residual = jax.jit(lambda p, terms=terms: slj.pinn_residual(mlp, p, terms))
-        for label, chunk in _variants(method, slj.LAPLACIAN_METHODS[0], n_points):
+        variants = _variants(method, slj.LAPLACIAN_METHODS[0], n_points)
+        if method == slj.LAPLACIAN_METHODS[0]:
+            variants.append((f"{method}, donated workspace", None))
+        for label, chunk in variants:
 
-            def build(p: Any, terms: Any = terms, chunk: Any = chunk) -> Any:
-                s = slj.pinn_system(mlp, p, terms, path="materialized", chunk_size=chunk)
-                return s.residual, s.jacobian.to_dense()
+            def build(p: Any, ws: Any = None, terms: Any = terms, chunk: Any = chunk) -> Any:
+                s = slj.pinn_system(
+                    mlp, p, terms, path="materialized", chunk_size=chunk, workspace=ws
+                )
+                return s.residual, jax.numpy.reshape(s.jacobian.to_dense(), (-1,))
 
-            system = jax.jit(build)
+            if "workspace" in label:
+                # as the optimizers with workspace=True under a jit donating their state:
+                # the last build's matrix is the next one's buffer
+                system = jax.jit(build, donate_argnums=1)
+                kept = {"J": build(params)[1]}
+
+                def jacobian(s: Any = system, kept: Any = kept) -> Any:
+                    r, kept["J"] = s(params, kept["J"])
+                    return jax.block_until_ready((r, kept["J"]))
+
+            else:
+                system = jax.jit(build)
+
+                def jacobian(s: Any = system) -> Any:
+                    return jax.block_until_ready(s(params))
+
             cases[label] = {
-                "jacobian": lambda s=system: jax.block_until_ready(s(params)),
+                "jacobian": jacobian,
                 "residual": lambda r=residual: jax.block_until_ready(r(params)),
             }
     return cases
@@ -219,7 +241,9 @@ def _markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         '`jacobian`: `pinn_system(..., path="materialized")` (weighted residual and the '
         "explicit N x P Jacobian), what every natural-gradient step builds (torch: into the "
         "last build's matrix, `workspace=`, as the optimizers do; `fresh matrix`: a new one "
-        "per build); `residual`: "
+        "per build; JAX: a new one per build, `donated workspace`: over the last build's, "
+        "donated to the jitted build, as the optimizers with `workspace=True` under a jit "
+        "that donates their state); `residual`: "
         "`pinn_residual`, one loss evaluation of the line search. Minimum and median of "
         f"{meta['repeats']} repeats interleaved over the methods, first call excluded.\n\n"
         f"{table}\n\n"

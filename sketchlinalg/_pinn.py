@@ -450,14 +450,18 @@ def build_pinn_system(
         A mutable buffer (not JAX) that receives ``J``; reused every step, it saves the
         allocation of an ``N x P`` matrix per step. Implies the materialized path.
     workspace : array, optional
-        A mutable (not JAX) contiguous 1-D array: on the materialized path ``J`` is written
-        into its first ``N P`` elements when it has that many, of the parameters' dtype and
-        device; otherwise a new matrix is allocated (keep the returned matrix as the next
+        A contiguous 1-D array: on the materialized path ``J`` is written into its first
+        ``N P`` elements when it has that many, of the parameters' dtype and device;
+        otherwise a new matrix is allocated (keep the returned matrix as the next
         workspace). Unlike ``out`` it takes any ``N``: what an optimizer keeps from step to
         step when the points change. A fresh ``N x P`` matrix costs a page fault per 4 KiB
         on first touch: PyTorch runs of Poisson 5D (``N P = 10^7``) spent 38 of 90 s in
         system time before the optimizers reused the matrix, 2-3 s after
-        (``benchmarks/results/pinn/issue21_rla_side_by_side.md``).
+        (``benchmarks/results/pinn/issue21_rla_side_by_side.md``). JAX arrays are
+        immutable: a JAX workspace of exactly ``N P`` elements is the initial value the
+        rows are written over (no zero-filled ``N x P`` matrix), and under ``jax.jit`` with
+        the workspace donated (``donate_argnums``) XLA writes ``J`` in its buffer; without
+        donation XLA copies it first, which costs more than a fresh matrix.
 
     Returns
     -------
@@ -486,9 +490,10 @@ def build_pinn_system(
 
     # Rows are written into one preallocated N x P matrix (not concatenated at the end):
     # the peak is J plus one chunk of per-point gradients, not J twice.
-    # (empty: every row is written below; zeros would be one more pass over N x P)
+    # (empty: every row is written below; zeros would be one more pass over N x P, which
+    # JAX's empty is: a donated JAX workspace spares it)
     if out is None and workspace is not None and _fits(workspace, N * P, like):
-        out = xp.reshape(workspace[: N * P], (N, P))
+        out = xp.reshape(workspace if _immutable(xp) else workspace[: N * P], (N, P))
     M = xp.empty((N, P), dtype=like.dtype, device=device) if out is None else out
     r = xp.empty((N,), dtype=like.dtype, device=device)
     if chunk_size is None and _dispatch.free_device_memory(like) is None:  # the host
@@ -548,9 +553,11 @@ def build_pinn_system(
     return PINNSystem(r, JacobianOperator.from_matrix(M, unflatten=unflatten), "materialized")
 
 
+def _immutable(xp: Any) -> bool:
+    return _dispatch.backend_name(xp) == "jax"
+
+
 def _check_workspace(workspace: Any, xp: Any) -> None:
-    if _dispatch.backend_name(xp) == "jax":
-        raise TypeError("pinn_system: workspace= needs a mutable array; JAX arrays are immutable")
     if not (_dispatch.is_array(workspace) and workspace.ndim == 1 and _contiguous(workspace)):
         got = (
             f"shape {tuple(workspace.shape)}"
@@ -568,8 +575,9 @@ def _contiguous(a: Any) -> bool:
 
 
 def _fits(workspace: Any, size: int, like: Array) -> bool:
+    xp = _dispatch.namespace(like)
     return (
-        int(workspace.shape[0]) >= size
+        (int(workspace.shape[0]) == size if _immutable(xp) else int(workspace.shape[0]) >= size)
         and workspace.dtype == like.dtype
         and _dispatch.device_of(workspace) == _dispatch.device_of(like)
     )

@@ -435,21 +435,29 @@ class StepEngine:
         # derived from params, so the state sits where they do (a JAX array created with an
         # explicit device would be committed to it, and jit would compile a second time)
         zero = 0.0 * xp.sum(params[:0])
-        izero = xp.astype(zero, xp.int32)
-        mu = zero if isinstance(self.damping, str) else zero + float(self.damping)
+        mu = 0.0 if isinstance(self.damping, str) else float(self.damping)
+
+        # one array per field: a state donated to a jitted step (``donate_argnums``) must
+        # not hold one buffer twice
+        def real(value: float) -> Array:
+            return zero + value
+
+        def integer() -> Array:
+            return xp.astype(zero, xp.int32)
+
         return StepState(
-            steps=izero,
-            loss=zero,
-            step_size=zero,
+            steps=integer(),
+            loss=real(0.0),
+            step_size=real(0.0),
             previous=xp.zeros_like(params),
-            skipped=izero,
-            status=izero,
-            damping=mu,
-            nu=zero + 2.0,
-            rank=izero,
-            best_loss=zero + math.inf,
-            since_best=izero,
-            warned=izero,
+            skipped=integer(),
+            status=integer(),
+            damping=real(mu),
+            nu=real(2.0),
+            rank=integer(),
+            best_loss=real(math.inf),
+            since_best=integer(),
+            warned=integer(),
         )
 
     # -- the step ----------------------------------------------------------------------

@@ -362,3 +362,105 @@ def test_pinn_system_builds_in_host_blocks_by_default(monkeypatch):
         np.asarray(blocks.jacobian.to_dense()), np.asarray(whole.jacobian.to_dense()), rtol=1e-14
     )
     np.testing.assert_allclose(np.asarray(blocks.residual), np.asarray(whole.residual), rtol=1e-14)
+
+
+def _pointer(a):
+    return a.unsafe_buffer_pointer()
+
+
+def test_pinn_system_builds_over_a_donated_workspace():
+    """``workspace=``: the rows are written over the last build's matrix; under a jit that
+    donates it XLA writes ``J`` in its buffer (same pointer), with the values of a fresh
+    build; another size is ignored; not with sharding."""
+    model, terms, params = _tiny_pinn()
+
+    def build(p, ws=None):
+        s = slj.pinn_system(model, p, terms, path="materialized", chunk_size=5, workspace=ws)
+        return s.residual, jnp.reshape(s.jacobian.to_dense(), (-1,))
+
+    r0, J0 = jax.jit(build)(params)
+    donated = jax.jit(build, donate_argnums=1)
+    ws = jnp.full(J0.shape, jnp.nan)  # every element is written over
+    for _ in range(3):
+        before = _pointer(ws)
+        r, ws = donated(params, ws)
+        assert _pointer(ws) == before
+        np.testing.assert_array_equal(np.asarray(ws), np.asarray(J0))
+        np.testing.assert_array_equal(np.asarray(r), np.asarray(r0))
+    _, J = jax.jit(build)(params, jnp.zeros(J0.shape[0] + 1))  # another size: a fresh build
+    np.testing.assert_array_equal(np.asarray(J), np.asarray(J0))
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    with pytest.raises(ValueError, match="workspace= is for unsharded rows"):
+        slj.pinn_system(model, params, terms, sharding=rows, workspace=J0)
+
+
+@pytest.mark.parametrize("name", ["engd_woodbury", "sngd", "spring"])
+def test_optimizer_workspace_keeps_the_jacobian_in_place(name):
+    """``workspace=True``: the state holds the last ``J`` (sized in ``init``), the next
+    build writes over it in place when the jitted step donates the state, and the steps
+    equal those without a workspace bit for bit."""
+    model, terms, params = _tiny_pinn()
+    system = functools.partial(slj.pinn_system, model, terms=terms, path="materialized")
+    residual = functools.partial(slj.pinn_residual, model, terms=terms)
+    P = jax.flatten_util.ravel_pytree(params)[0].shape[0]
+    runs = {}
+    for workspace in (False, True):
+        opt = OPTIMIZERS[name](system, residual_fn=residual, workspace=workspace)
+        state = opt.init(params)
+        if workspace:
+            assert state.workspace.shape == (14 * P,)
+        else:
+            assert state.workspace is None
+
+        def step(p, s, opt=opt):
+            updates, s = opt.update(None, s, p)
+            return optax.apply_updates(p, updates), s
+
+        step = jax.jit(step, donate_argnums=(0, 1))
+        p = jax.tree_util.tree_map(jnp.copy, params)
+        pointers = []
+        for _ in range(4):
+            last = jax.tree_util.tree_map(jnp.copy, p)  # p is donated to the step
+            p, state = step(p, state)
+            if workspace:
+                pointers.append(_pointer(state.workspace))
+        runs[workspace] = (p, state, last)
+        assert len(set(pointers)) <= 1
+    (pa, sa, _), (pb, sb, last) = runs[False], runs[True]
+    for a, b in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(sa.loss) == float(sb.loss) and int(sb.steps) == 4
+    # the workspace holds the Jacobian the last step was taken with
+    J_last = np.asarray(jax.jit(lambda q: system(q).jacobian.to_dense())(last))
+    np.testing.assert_array_equal(np.asarray(sb.workspace), J_last.reshape(-1))
+
+
+def test_optimizer_workspace_needs_a_system_taking_it_and_keeps_its_size():
+    model, terms, params = _tiny_pinn()
+    system = functools.partial(slj.pinn_system, model, terms=terms)
+    with pytest.raises(ValueError, match="workspace=True needs a system_fn that takes"):
+        slj.engd_woodbury(lambda p: system(p), workspace=True)
+    # other points than init's: the workspace keeps its size and the step builds afresh
+    opt = slj.engd_woodbury(system, workspace=True)
+    state = opt.init(params)
+    more = [jnp.linspace(0.1, 0.9, 20)[:, None], terms[1].points]
+    _, s1 = jax.jit(lambda s: opt.update(None, s, params, points=more))(state)
+    assert s1.workspace.shape == state.workspace.shape and int(s1.status) == 0
+
+
+def test_a_fresh_state_can_be_donated():
+    """No two fields of ``init``'s state share a buffer (nor two states their key): a
+    jitted step may donate it (XLA refuses one buffer donated twice)."""
+    model, terms, params = _tiny_pinn()
+    opt = slj.engd_woodbury(functools.partial(slj.pinn_system, model, terms=terms))
+    states = [opt.init(params), opt.init(params)]
+    leaves = [x for s in states for x in jax.tree_util.tree_leaves(s)]
+    keys = [jax.random.key_data(s.key) for s in states]
+    pointers = [_pointer(x) for x in leaves if not jnp.issubdtype(x.dtype, jax.dtypes.prng_key)]
+    pointers += [_pointer(k) for k in keys]
+    assert len(set(pointers)) == len(pointers)
+    step = jax.jit(lambda s: opt.update(None, s, params)[1], donate_argnums=0)
+    for s in states:
+        s = step(s)
+        assert int(s.steps) == 1

@@ -36,7 +36,8 @@ class NGDState(NamedTuple):
     seeds that step's sketch) followed by the fields of the core's
     :class:`sketchlinalg.StepState` (``steps``, ``loss``, ``step_size``, ``previous``,
     ``skipped``, ``status``, ``damping``, ``nu``, ``rank``, ``best_loss``, ``since_best``,
-    ``warned``), with their meaning."""
+    ``warned``), with their meaning, and ``workspace``: the last step's Jacobian, flattened,
+    with ``workspace=True`` (:func:`natural_gradient`), else ``None``."""
 
     key: jax.Array
     steps: jax.Array
@@ -51,6 +52,11 @@ class NGDState(NamedTuple):
     best_loss: jax.Array
     since_best: jax.Array
     warned: jax.Array
+    workspace: jax.Array | None = None
+
+    def step_state(self) -> sl.StepState:
+        """The core's :class:`sketchlinalg.StepState` fields."""
+        return sl.StepState(*self[1 : 1 + len(sl.StepState._fields)])
 
 
 def _check_seed(seed: Any) -> jax.Array:
@@ -68,6 +74,7 @@ def natural_gradient(
     residual_fn: Callable[..., jax.Array] | None = None,
     learning_rate: float | optax.Schedule = 1.0,
     seed: int | jax.Array = 0,
+    workspace: bool = False,
     **options: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """A natural-gradient optax transformation over :class:`sketchlinalg.StepEngine`.
@@ -108,6 +115,15 @@ def natural_gradient(
         the step count).
     seed : int or JAX key
         Initial PRNG key of the sketches.
+    workspace : bool
+        Keep the last step's materialized Jacobian in the state (``NGDState.workspace``,
+        sized by ``system_fn(params)`` in ``init``) and pass it to ``system_fn`` as
+        ``workspace=`` (:func:`pinn_system`), which builds the next ``J`` over it. Jit the
+        step with the state donated, ``jax.jit(step, donate_argnums=...)``: XLA then writes
+        each ``J`` in the same buffer, with no zero fill and no first-touch page faults of
+        an ``N x P`` matrix (Poisson 5D, ``N P = 10^7``: ``benchmarks/results/
+        pinn_jacobian_donated.md``); without donation XLA copies the buffer, which is
+        slower than a fresh matrix and holds two. ``system_fn`` must take ``workspace=``.
     **options
         Of :meth:`sketchlinalg.StepEngine.from_options`: ``damping``, ``line_search``,
         ``grid_size``, ``grid_batch``, ``grid_warm_start``, ``armijo_c``, ``momentum`` and
@@ -125,9 +141,24 @@ def natural_gradient(
     system_kwargs = sl.forwarded_kwargs(system_fn)
     residual_kwargs = sl.forwarded_kwargs(residual_fn or system_fn)
     residual = residual_fn or (lambda p, **kw: system_fn(p, **kw)[0])
+    if workspace and "workspace" not in system_kwargs({"workspace": None}):
+        raise ValueError(
+            "workspace=True needs a system_fn that takes workspace= (pinn_system does); "
+            f"got {getattr(system_fn, '__name__', type(system_fn).__name__)}"
+        )
 
     def init(params: PyTree) -> NGDState:
-        return NGDState(key0, *engine.init(split_params(params).flat))
+        flat = split_params(params).flat
+        buffer = _workspace0(params) if workspace else None
+        # a copy of the key per state: a state donated to a jitted step gives up its buffers
+        return NGDState(jnp.copy(key0), *engine.init(flat), workspace=buffer)
+
+    def _workspace0(params: PyTree) -> jax.Array | None:
+        """A zero buffer the size of ``system_fn(params)``'s materialized ``J`` (shapes only)."""
+        matrix = jax.eval_shape(lambda p: getattr(system_fn(p)[1], "matrix", None), params)
+        if matrix is None or len(matrix.shape) != 2:
+            return None
+        return jnp.zeros((matrix.shape[0] * matrix.shape[1],), matrix.dtype)
 
     def update(
         updates: PyTree, state: NGDState, params: PyTree | None = None, **extra: Any
@@ -138,7 +169,11 @@ def natural_gradient(
                 "natural-gradient transformations need params: update(g, state, params)"
             )
         flat, unravel, as_updates = split_params(params)
-        r, J = sl.check_system(system_fn(params, **system_kwargs(extra)), flat.shape[0])
+        kwargs = system_kwargs(extra)
+        if state.workspace is not None:
+            kwargs.setdefault("workspace", state.workspace)
+        r, J = sl.check_system(system_fn(params, **kwargs), flat.shape[0])
+        kept = _kept(state.workspace, getattr(J, "matrix", None))
         _check_traced_if_sharded(r)
         if isinstance(J, RowShardedJacobian) and engine.solver.method == "woodbury":
             r, J = J.replicated(r)  # the N x N kernel: gather [J, r] once, run replicated
@@ -153,11 +188,21 @@ def natural_gradient(
         key, sub = jax.random.split(state.key)
         lr = None if schedule is None else schedule(state.steps)
         step, new, _ = engine.step(
-            J, r, sl.StepState(*state[1:]), trial_loss=trial_loss, seed=sub, learning_rate=lr
+            J, r, state.step_state(), trial_loss=trial_loss, seed=sub, learning_rate=lr
         )
-        return as_updates(step), NGDState(key, *new)
+        return as_updates(step), NGDState(key, *new, workspace=kept)
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _kept(workspace: jax.Array | None, matrix: Any) -> jax.Array | None:
+    """The step's ``J`` as the next workspace when it has the workspace's size and dtype
+    (the state keeps its shapes: a ``J`` of another size leaves the workspace as it was)."""
+    if workspace is None or not isinstance(matrix, jax.Array):
+        return workspace
+    if matrix.size != workspace.size or matrix.dtype != workspace.dtype:
+        return workspace
+    return jnp.reshape(matrix, (-1,))
 
 
 def _check_traced_if_sharded(r: Any) -> None:

@@ -115,6 +115,7 @@ def pinn_system(
     chunk_size: int | None = None,
     points: Sequence[jax.Array] | None = None,
     sharding: jax.sharding.NamedSharding | None = None,
+    workspace: jax.Array | None = None,
 ) -> PINNSystem:
     """Residual and Jacobian operator of a PINN (:func:`sketchlinalg.build_pinn_system`).
 
@@ -174,6 +175,14 @@ def pinn_system(
         ``jax.jit``, with the parameters and the state replicated. Several hosts:
         ``jax.distributed.initialize()``, a mesh over ``jax.devices()``, global point
         arrays (``jax.make_array_from_callback``), then the same code.
+    workspace : jax.Array, optional
+        The last build's Jacobian, flattened (``N P`` elements, the parameters' dtype): the
+        materialized path writes the rows over it instead of over a zero-filled matrix.
+        Under ``jax.jit`` with the workspace donated XLA builds ``J`` in its buffer, which
+        saves the allocation, zero fill and first-touch page faults of an ``N x P`` matrix
+        per step; the optimizers keep it with ``workspace=True``
+        (:func:`natural_gradient`). Another size is ignored (a fresh matrix is built); not
+        with ``sharding``.
 
     Returns
     -------
@@ -199,6 +208,8 @@ def pinn_system(
     )
     kernels = [jax.vmap(jax.value_and_grad(row), in_axes=(None, 0)) for row in rows]
     if rs is not None:
+        if workspace is not None:
+            raise ValueError("pinn_system: workspace= is for unsharded rows; got sharding=")
         return _sharded_system(
             rs, terms, flat, unravel, params, rows, kernels, path, memory_budget, chunk_size
         )
@@ -217,6 +228,7 @@ def pinn_system(
         path=path,
         memory_budget=memory_budget,
         chunk_size=chunk_size,
+        workspace=workspace,
     )
 
 

@@ -83,11 +83,13 @@ def _natural_gradient(
     }.get(spec.kind)
     if factory is None:
         raise ValueError(f"not a natural-gradient kind: {spec.kind!r}")
-    return factory(system, residual_fn=residual, seed=seed, **settings)
+    # the last step's J is the next one's workspace (the jitted step donates the state)
+    return factory(system, residual_fn=residual, seed=seed, workspace=True, **settings)
 
 
 class JaxTrainer:
-    """One (problem, optimizer) pair in JAX, float64; every step is one jitted call.
+    """One (problem, optimizer) pair in JAX, float64; every step is one jitted call (the
+    natural-gradient steps donate the parameters and the state: ``workspace=True``).
 
     Collocation points are arguments of the jitted step, so problems that resample them
     (Poisson 5D) reuse one compilation.
@@ -149,7 +151,9 @@ class JaxTrainer:
                 updates, state = ngd.update(None, state, params)
                 return optax.apply_updates(params, updates), state, state.loss, state.step_size
 
-        self._step = jax.jit(step)
+        # natural gradients: parameters and state donated, so each Jacobian is built in the
+        # buffer of the last one (NGDState.workspace)
+        self._step = jax.jit(step, donate_argnums=(0, 1) if spec.natural_gradient else ())
 
     def _draw(self) -> list[jax.Array]:
         return [jnp.asarray(p, self.dtype) for p in self.problem.points(self.rng, self.quick)]
@@ -173,7 +177,7 @@ class JaxTrainer:
         """The core's StepState of a natural-gradient run (None for Adam / L-BFGS)."""
         if not isinstance(self.state, slj.NGDState):
             return None
-        return sl.StepState(*self.state[1:])
+        return self.state.step_state()
 
     def extra(self) -> dict[str, Any]:
         out: dict[str, Any] = {

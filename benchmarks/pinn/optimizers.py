@@ -43,8 +43,9 @@ KINDS = tuple(DEFAULTS)
 FIRST_ORDER = ("adam", "lbfgs")
 #: Step-engine settings every natural-gradient kind takes besides its own (left to the
 #: library's default unless given): ``grid_batch`` is the grid line search's candidates per
-#: evaluation (an integer, or ``all``: the whole grid in one batch, no early stop).
-ENGINE_SETTINGS: dict[str, Any] = {"grid_batch": 1}
+#: evaluation (an integer, or ``all``: the whole grid in one batch, no early stop);
+#: ``grid_warm_start`` starts the grid at the last step's size.
+ENGINE_SETTINGS: dict[str, Any] = {"grid_batch": 1, "grid_warm_start": False}
 #: The untuned defaults (issue 22): every natural-gradient optimizer with no damping, rank or
 #: momentum given, as a user would first call it; ``--optimizers defaults`` runs them all.
 UNTUNED = {
@@ -90,6 +91,10 @@ class OptimizerSpec:
 def _value(text: str, default: Any, where: str) -> Any:
     if isinstance(default, str):
         return text
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"{where}: expected true or false, got {text!r}")
+        return text.lower() == "true"
     try:
         value = float(text)
     except ValueError:
@@ -120,7 +125,8 @@ def parse_optimizers(text: str) -> list[OptimizerSpec]:
         if raw in UNTUNED:  # no setting at all: the library's own defaults
             specs.append(OptimizerSpec(label, UNTUNED[raw], {}))
             continue
-        entry = _ALIASES.get(raw, raw)
+        name, _, extra = raw.partition(":")  # an alias takes further settings too
+        entry = _ALIASES[name] + (f";{extra}" if extra else "") if name in _ALIASES else raw
         kind, _, rest = entry.partition(":")
         if kind not in DEFAULTS:
             raise ValueError(
