@@ -76,21 +76,17 @@ def _jax_cases(problem: Any) -> dict[str, dict[str, Callable[..., Any]]]:
                 )
                 return s.residual, jax.numpy.reshape(s.jacobian.to_dense(), (-1,))
 
-            if "workspace" in label:
-                # as the optimizers with workspace=True under a jit donating their state:
-                # the last build's matrix is the next one's buffer
-                system = jax.jit(build, donate_argnums=1)
-                kept = {"J": build(params)[1]}
+            # "donated workspace": as the optimizers with workspace=True under a jit that
+            # donates their state (the last build's matrix is the next one's buffer)
+            donated = "workspace" in label
+            system = jax.jit(build, donate_argnums=1) if donated else jax.jit(build)
+            kept = {"J": build(params)[1]} if donated else None
 
-                def jacobian(s: Any = system, kept: Any = kept) -> Any:
-                    r, kept["J"] = s(params, kept["J"])
-                    return jax.block_until_ready((r, kept["J"]))
-
-            else:
-                system = jax.jit(build)
-
-                def jacobian(s: Any = system) -> Any:
+            def jacobian(s: Any = system, kept: Any = kept) -> Any:
+                if kept is None:
                     return jax.block_until_ready(s(params))
+                r, kept["J"] = s(params, kept["J"])
+                return jax.block_until_ready((r, kept["J"]))
 
             cases[label] = {
                 "jacobian": jacobian,
